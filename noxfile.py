@@ -1,0 +1,180 @@
+"""Every check of the repository, as nox sessions driven by one table of packages.
+
+`nox` runs the default set (what CI runs); `nox -l` lists every session.
+"""
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nox
+
+nox.options.error_on_missing_interpreters = True
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "versions", "typecheck", "tests", "integration", "build"]
+
+ROOT = Path(__file__).parent
+PYTHON = "3.11"
+
+
+@dataclass(frozen=True)
+class Package:
+    """One published distribution of the monorepo."""
+
+    folder: str
+    dist: str
+    import_name: str
+    local_deps: tuple[str, ...]
+    coverage_floor: int
+    scripts: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        return ROOT / "packages" / self.folder
+
+    @property
+    def project(self) -> dict[str, object]:
+        with (self.path / "pyproject.toml").open("rb") as f:
+            project: dict[str, object] = tomllib.load(f)["project"]
+        return project
+
+    @property
+    def version(self) -> str:
+        return str(self.project["version"])
+
+    @property
+    def dependencies(self) -> list[str]:
+        deps = self.project.get("dependencies", [])
+        assert isinstance(deps, list)
+        return [str(d) for d in deps]
+
+    def closure(self) -> list["Package"]:
+        """This package and every local package it depends on, dependencies first."""
+        found: list[Package] = []
+        for dep in self.local_deps:
+            found += [p for p in PACKAGES[dep].closure() if p not in found]
+        return [*found, self]
+
+
+PACKAGES = {
+    p.folder: p
+    for p in (
+        Package("cortex-core", "helexa-cortex-core", "cortex_core", (), 100),
+        Package("cortex-gateway", "helexa-cortex-gateway", "cortex_gateway", ("cortex-core",), 90),
+        Package("neuron", "helexa-neuron", "cortex_neuron", ("cortex-core",), 90, ("neuron",)),
+        Package(
+            "cortex-cli",
+            "helexa-cortex-cli",
+            "cortex_cli",
+            ("cortex-core", "cortex-gateway"),
+            90,
+            ("cortex",),
+        ),
+    )
+}
+
+TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-cov", "pytest-timeout", "pytest-socket", "httpx")
+
+
+def pins(*names: str) -> list[str]:
+    """The pinned requirement for each tool, from requirements/dev.txt."""
+    lines = (ROOT / "requirements" / "dev.txt").read_text().splitlines()
+    table = {line.split("==")[0]: line for line in lines if "==" in line}
+    return [table[name] for name in names]
+
+
+def editable(*packages: Package) -> list[str]:
+    """pip arguments installing ``packages`` and their local dependencies editable, in one go."""
+    closure: list[Package] = []
+    for package in packages:
+        closure += [p for p in package.closure() if p not in closure]
+    return [arg for p in closure for arg in ("-e", str(p.path))]
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole repository."""
+    session.install(*pins("ruff"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=False)
+def versions(session: nox.Session) -> None:
+    """All four packages share one version and pin each other exactly to it."""
+    expected = {p.dist: p.version for p in PACKAGES.values()}
+    if len(set(expected.values())) != 1:
+        session.error(f"versions differ: {expected}")
+    version = next(iter(expected.values()))
+    for package in PACKAGES.values():
+        for dep in package.dependencies:
+            name = dep.split("=")[0].split(">")[0].strip()
+            if name in expected and dep != f"{name}=={version}":
+                session.error(f"{package.dist} pins {dep!r}, expected {name}=={version}")
+    session.log(f"every package is at {version}, internal pins agree")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict, once per package over its src and tests, then the root tests and nox."""
+    session.install(*editable(*PACKAGES.values()), *pins("mypy", "nox", *TEST_TOOLS, "openai"))
+    for package in PACKAGES.values():
+        session.run("mypy", str(package.path / "src"), str(package.path / "tests"))
+    session.run("mypy", "tests", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("package", list(PACKAGES))
+def tests(session: nox.Session, package: str) -> None:
+    """One package's unit tests (not the real engine), with its coverage floor."""
+    pkg = PACKAGES[package]
+    session.install(*editable(pkg), *pins(*TEST_TOOLS))
+    session.run(
+        "pytest",
+        str(pkg.path / "tests"),
+        "-m",
+        "not engine and not gpu",
+        f"--cov={pkg.import_name}",
+        "--cov-report=term-missing",
+        f"--cov-fail-under={pkg.coverage_floor}",
+        *session.posargs,
+        env={"COVERAGE_FILE": str(ROOT / f".coverage.{package}")},
+    )
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """Cross-package tests over loopback (gateway, neuron on the fake engine, CLI)."""
+    session.install(*editable(*PACKAGES.values()), *pins(*TEST_TOOLS, "openai"))
+    session.run("pytest", "tests/integration", "-m", "not engine and not gpu", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Build the four wheels, then install each alone in a fresh venv and run its commands."""
+    session.install(*pins("build", "twine"))
+    dist = ROOT / "dist"
+    for old in dist.glob("*.whl"):
+        old.unlink()
+    for package in PACKAGES.values():
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), str(package.path))
+    session.run("twine", "check", "--strict", *map(str, dist.glob("*.whl")))
+    for package in PACKAGES.values():
+        venv = Path(session.create_tmp()) / f"alone-{package.folder}"
+        session.run("python", "-m", "venv", "--clear", str(venv))
+        pip = str(venv / "bin" / "pip")
+        third_party = [
+            dep
+            for p in package.closure()
+            for dep in p.dependencies
+            if not dep.startswith("helexa-")
+        ]
+        session.run(pip, "install", "--quiet", *third_party, external=True)
+        session.run(
+            pip, "install", "--no-index", "--find-links", str(dist), package.dist, external=True
+        )
+        session.run(
+            str(venv / "bin" / "python"), "-c", f"import {package.import_name}", external=True
+        )
+        for script in package.scripts:
+            session.run(str(venv / "bin" / script), "--help", external=True)

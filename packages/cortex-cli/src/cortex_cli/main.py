@@ -1,0 +1,15 @@
+"""The ``cortex`` command group; each subcommand lives in the module named after it."""
+
+import click
+
+from cortex_cli import __version__
+from cortex_cli.config import config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cortex")
+def main() -> None:
+    """cortex: one OpenAI + Anthropic API in front of a fleet of GPU hosts."""
+
+
+main.add_command(config)

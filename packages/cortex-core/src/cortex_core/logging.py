@@ -1,0 +1,75 @@
+"""Logging set-up for the daemons' entrypoints, and the request id carried into every record.
+
+Library code only calls ``logging.getLogger(__name__)``; :func:`configure` is called once, by a
+``main()``. The request id is a :class:`~contextvars.ContextVar` that each daemon's ASGI
+middleware sets; :class:`RequestIdFilter` copies it onto every record as ``request_id``.
+Request and response bodies are never logged.
+"""
+
+import logging
+import logging.config
+import time
+from contextvars import ContextVar
+from typing import Literal
+
+import msgspec
+
+__all__ = ["JsonFormatter", "LogFormat", "RequestIdFilter", "configure", "request_id"]
+
+LogFormat = Literal["text", "json"]
+
+request_id: ContextVar[str] = ContextVar("cortex_request_id", default="-")
+"""The id of the request being served (``x-request-id``), ``-`` outside requests."""
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id`` from :data:`request_id`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Annotate the record; never drops one."""
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, request id, message, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return msgspec.json.encode(entry).decode()
+
+
+def configure(level: str = "INFO", fmt: LogFormat = "text") -> None:
+    """Send every logger's records to stderr, in ``fmt``, at ``level`` and above."""
+    formatter: dict[str, object] = (
+        {"()": JsonFormatter} if fmt == "json" else {"format": _TEXT_FORMAT}
+    )
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"request_id": {"()": RequestIdFilter}},
+            "formatters": {"default": formatter},
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "formatter": "default",
+                    "filters": ["request_id"],
+                    "stream": "ext://sys.stderr",
+                }
+            },
+            "root": {"level": level.upper(), "handlers": ["stderr"]},
+        }
+    )

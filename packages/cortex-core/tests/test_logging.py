@@ -1,0 +1,49 @@
+import json
+import logging
+
+import pytest
+
+from cortex_core.logging import RequestIdFilter, configure, request_id
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_text_lines_carry_the_request_id(capsys):
+    configure("debug")
+    token = request_id.set("req-1")
+    try:
+        logging.getLogger("cortex_test").info("loaded %s", "m")
+    finally:
+        request_id.reset(token)
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("INFO cortex_test [req-1] loaded m")
+
+
+def test_json_lines(capsys):
+    configure("INFO", "json")
+    logging.getLogger("cortex_test").debug("not shown")
+    logging.getLogger("cortex_test").warning("outside %d", 1)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("cortex_test").exception("failed")
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert first["message"] == "outside 1"
+    assert first["request_id"] == "-"
+    assert first["level"] == "WARNING"
+    assert first["time"].endswith("Z")
+    assert "exception" not in first
+    assert "ValueError: boom" in second["exception"]
+
+
+def test_filter_never_drops():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    assert RequestIdFilter().filter(record)
+    assert record.__dict__["request_id"] == "-"

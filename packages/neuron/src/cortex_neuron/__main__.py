@@ -1,0 +1,5 @@
+"""``python -m cortex_neuron`` is the ``neuron`` command."""
+
+from cortex_neuron.cli import main
+
+main()
