@@ -1,0 +1,159 @@
+"""The neuron's ASGI app: :func:`build_context` makes its parts, :func:`create_app` serves them.
+
+The lifespan starts the background work (device readings, engine checks, rescans of the model
+dirs, the default models) and, on the way out, shuts every engine down.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, make_asgi_app
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from cortex_core import codec
+from cortex_core.config import NeuronConfig
+from cortex_core.errors import (
+    CortexError,
+    EngineError,
+    InvalidRequestError,
+    NotFoundError,
+    to_envelope,
+)
+from cortex_core.logging import request_id
+from cortex_neuron import control, inference
+from cortex_neuron.activation import Activation
+from cortex_neuron.context import AppContext
+from cortex_neuron.devices import Devices
+from cortex_neuron.engine.base import EngineStarter
+from cortex_neuron.lifecycle import Lifecycle
+from cortex_neuron.metrics import NeuronMetrics
+from cortex_neuron.middleware import AuthMiddleware, RequestLogMiddleware
+
+__all__ = ["build_context", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+_REFRESH_S = 1.0  # device readings and engine checks
+_RESCAN_EVERY = 5  # refreshes between rescans of the model dirs
+_STOP_TIMEOUT_S = 60.0
+
+
+def build_context(config: NeuronConfig, starter: EngineStarter, *, nvml: Any = None) -> AppContext:
+    """Probe the devices and assemble the neuron's parts (no engine starts here)."""
+    devices = Devices.probe(config.harness.vllm, nvml)
+    metrics = NeuronMetrics(CollectorRegistry(auto_describe=True))
+    lifecycle = Lifecycle(config.harness.vllm, devices, starter, metrics)
+    metrics.watch(lifecycle.states)
+    return AppContext(
+        config=config,
+        devices=devices,
+        lifecycle=lifecycle,
+        metrics=metrics,
+        activation=Activation(config.default_models),
+    )
+
+
+def create_app(ctx: AppContext) -> Starlette:
+    """The Starlette app serving ``ctx``."""
+    routes = [
+        Route("/health", control.health),
+        Route("/discovery", control.discovery),
+        Route("/models", control.models),
+        Route("/models/load", control.load, methods=["POST"]),
+        Route("/models/unload", control.unload, methods=["POST"]),
+        Route("/models/{model_id:path}/endpoint", control.endpoint),
+        Route("/tokenize", inference.tokenize, methods=["POST"]),
+        Route("/v1/models", inference.list_models),
+        Route("/v1/chat/completions", inference.chat_completions, methods=["POST"]),
+        Route("/v1/completions", inference.completions, methods=["POST"]),
+        Mount("/metrics", make_asgi_app(registry=ctx.metrics.registry)),
+    ]
+    middleware = [Middleware(RequestLogMiddleware)]
+    if ctx.config.auth_token:
+        middleware.append(Middleware(AuthMiddleware, token=ctx.config.auth_token))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lambda app: _lifespan(ctx),
+        exception_handlers={
+            CortexError: _cortex_error,
+            HTTPException: _http_error,
+            msgspec.ValidationError: _invalid,
+            msgspec.DecodeError: _invalid,
+            Exception: _unexpected,
+        },
+    )
+    app.state.context = ctx
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(ctx: AppContext) -> AsyncIterator[None]:
+    await ctx.lifecycle.rescan()
+    background = [
+        asyncio.create_task(_refresh(ctx)),
+        asyncio.create_task(ctx.activation.run(ctx.lifecycle)),
+    ]
+    try:
+        yield
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await ctx.lifecycle.stop(_STOP_TIMEOUT_S)
+
+
+async def _refresh(ctx: AppContext) -> None:
+    tick = 0
+    while True:
+        await asyncio.sleep(_REFRESH_S)
+        await asyncio.to_thread(ctx.devices.refresh)
+        ctx.lifecycle.check_engines()
+        tick += 1
+        if tick % _RESCAN_EVERY == 0:
+            await ctx.lifecycle.rescan()
+
+
+def _error_response(exc: CortexError) -> Response:
+    return Response(
+        codec.encode(to_envelope(exc)),
+        exc.status_code,
+        headers=exc.headers,
+        media_type="application/json",
+    )
+
+
+async def _cortex_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CortexError)
+    return _error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _error_response(NotFoundError(f"no route {request.url.path}"))
+    error = CortexError(str(exc.detail), code="method_not_allowed")
+    response = _error_response(error)
+    response.status_code = exc.status_code
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    return _error_response(InvalidRequestError(str(exc)))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.error("unexpected error", exc_info=exc)
+    return _error_response(
+        EngineError(f"internal error; the logs have it under request id {request_id.get()}")
+    )

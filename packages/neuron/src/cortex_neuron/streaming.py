@@ -1,0 +1,158 @@
+"""Answering from an engine: SSE streams and whole responses, tied to the request's lifetime.
+
+- A stream sends an SSE comment (``: keep-alive``) whenever the engine has been silent for a
+  second (a long prefill), so that clients and proxies do not give up.
+- A client that goes away cancels the engine call, streaming or not: the engine aborts the
+  request.
+- A request that is aborted (forced unload, dead engine, shutdown) or fails after its stream
+  started ends with an error event and ``data: [DONE]``; never a silent truncation.
+- The request's admission ticket is released when its response has ended, however it ends.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from cortex_core import codec
+from cortex_core.errors import CortexError, EngineError, to_envelope
+from cortex_neuron.admission import Ticket
+
+__all__ = ["ClientGoneError", "EventStream", "until_done"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+KEEPALIVE = b": keep-alive\n\n"
+DONE = b"data: [DONE]\n\n"
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class ClientGoneError(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+def error_event(exc: CortexError) -> bytes:
+    """The SSE event that ends a failed stream (followed by ``data: [DONE]``)."""
+    return b"data: " + codec.encode(to_envelope(exc)) + b"\n\n"
+
+
+async def until_done(request: Request, call: Awaitable[T], ticket: Ticket) -> T:
+    """Await ``call``; cancel it if the client goes away or the ticket is aborted.
+
+    Raises:
+        ClientGoneError: the client disconnected.
+        CortexError: the ticket was aborted (its error), or the call failed.
+    """
+    work = asyncio.ensure_future(call)
+    gone = asyncio.ensure_future(_disconnected(request.receive))
+    aborted = asyncio.ensure_future(ticket.aborted.wait())
+    try:
+        await asyncio.wait((work, gone, aborted), return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            return work.result()
+        if aborted.done():
+            assert ticket.abort_error is not None
+            raise ticket.abort_error
+        raise ClientGoneError
+    finally:
+        for task in (work, gone, aborted):
+            task.cancel()
+        await asyncio.gather(work, gone, aborted, return_exceptions=True)
+
+
+class EventStream:
+    """The ASGI response for an engine's SSE stream."""
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        ticket: Ticket,
+        on_end: Callable[[], None],
+        keepalive_s: float = 1.0,
+    ) -> None:
+        self._chunks = chunks
+        self._ticket = ticket
+        self._on_end = on_end
+        self._keepalive_s = keepalive_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the stream until it ends or the client goes away."""
+        pump = asyncio.ensure_future(self._pump(send))
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+            if pump.done():
+                pump.result()
+            else:
+                logger.info("client went away; request aborted")
+        finally:
+            pump.cancel()
+            gone.cancel()
+            await asyncio.gather(pump, gone, return_exceptions=True)
+            await _close(self._chunks)
+            self._ticket.release()
+            self._on_end()
+
+    async def _pump(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        async for event in self._events():
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        aborted = asyncio.ensure_future(self._ticket.aborted.wait())
+        chunks = aiter(self._chunks)
+        pending: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(chunks))
+                await asyncio.wait(
+                    (pending, aborted),
+                    timeout=self._keepalive_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if aborted.done():
+                    assert self._ticket.abort_error is not None
+                    raise self._ticket.abort_error
+                if not pending.done():
+                    yield KEEPALIVE
+                    continue
+                try:
+                    chunk = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield chunk
+        except CortexError as exc:
+            yield error_event(exc)
+            yield DONE
+        except Exception as exc:
+            logger.exception("the engine failed mid-stream")
+            yield error_event(EngineError(f"the engine failed: {type(exc).__name__}"))
+            yield DONE
+        finally:
+            aborted.cancel()
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _close(chunks: Any) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
