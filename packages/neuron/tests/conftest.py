@@ -7,7 +7,6 @@ import httpx
 import pytest
 
 from cortex_core.config import HarnessOptions, NeuronConfig, VllmOptions
-
 from cortex_neuron.app import build_context, create_app
 from cortex_neuron.context import AppContext
 from cortex_neuron.engine.fake import FakeStarter
@@ -70,9 +69,7 @@ NeuronFactory = Callable[..., AbstractAsyncContextManager[Neuron]]
 @pytest.fixture
 def make_neuron(options: VllmOptions, starter: FakeStarter) -> NeuronFactory:
     @asynccontextmanager
-    async def make(
-        *, starter_: FakeStarter | None = None, **config: Any
-    ) -> AsyncIterator[Neuron]:
+    async def make(*, starter_: FakeStarter | None = None, **config: Any) -> AsyncIterator[Neuron]:
         used = starter_ or starter
         neuron_config = NeuronConfig(**{"harness": HarnessOptions(vllm=options), **config})
         ctx = build_context(neuron_config, used, nvml=NoGpu())

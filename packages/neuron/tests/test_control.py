@@ -6,7 +6,6 @@ import json
 import pytest
 
 from cortex_core.errors import LoadFailedError, OutOfMemoryError, UnsupportedModelError
-
 from cortex_neuron.engine.fake import FakeStarter
 from cortex_neuron.testing import fake_model
 
@@ -375,7 +374,7 @@ async def test_a_load_while_unloading_waits_then_loads(make_neuron):
                 await asyncio.sleep(0.3)
                 await stop()
 
-            engine.shutdown = slow_shutdown
+            engine.shutdown = slow_shutdown  # type: ignore[method-assign]
             return engine
 
     async with make_neuron(starter_=SlowStop()) as neuron:
@@ -555,3 +554,20 @@ class _stream:
 
     async def __aexit__(self, *exc):
         await self._request.__aexit__(*exc)
+
+
+async def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(neuron, monkeypatch):
+    def broken():
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(neuron.ctx.lifecycle, "models", broken)
+    response = await neuron.http.get("/models", headers={"x-request-id": "req-7"})
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "message": "internal error; the logs have it under request id req-7",
+        "type": "server_error",
+        "param": None,
+        "code": "internal_error",
+    }
+    assert response.headers["x-request-id"] == "req-7"
+    assert "bug" not in response.text

@@ -23,12 +23,10 @@ from cortex_core import codec
 from cortex_core.config import NeuronConfig
 from cortex_core.errors import (
     CortexError,
-    EngineError,
     InvalidRequestError,
     NotFoundError,
     to_envelope,
 )
-from cortex_core.logging import request_id
 from cortex_neuron import control, inference
 from cortex_neuron.activation import Activation
 from cortex_neuron.context import AppContext
@@ -89,7 +87,6 @@ def create_app(ctx: AppContext) -> Starlette:
             HTTPException: _http_error,
             msgspec.ValidationError: _invalid,
             msgspec.DecodeError: _invalid,
-            Exception: _unexpected,
         },
     )
     app.state.context = ctx
@@ -141,7 +138,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return _error_response(NotFoundError(f"no route {request.url.path}"))
-    error = CortexError(str(exc.detail), code="method_not_allowed")
+    error = InvalidRequestError(str(exc.detail), code="method_not_allowed")
     response = _error_response(error)
     response.status_code = exc.status_code
     response.headers.update(exc.headers or {})
@@ -150,10 +147,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _invalid(request: Request, exc: Exception) -> Response:
     return _error_response(InvalidRequestError(str(exc)))
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.error("unexpected error", exc_info=exc)
-    return _error_response(
-        EngineError(f"internal error; the logs have it under request id {request_id.get()}")
-    )

@@ -81,9 +81,16 @@ class _LifecycleCollector(Collector):
         loaded = GaugeMetricFamily(
             "neuron_model_loaded", "1 while the model serves, else 0.", labels=["model"]
         )
+        unfinished = GaugeMetricFamily(
+            "neuron_engine_unfinished_requests",
+            "Requests the engine itself still holds (aborted ones leave it).",
+            labels=["model"],
+        )
         for state in self._states():
             gate = state.gate
             in_flight.add_metric([state.id], gate.in_flight if gate else 0)
             queued.add_metric([state.id], gate.queued if gate else 0)
             loaded.add_metric([state.id], 1 if state.status == "loaded" else 0)
-        yield from (in_flight, queued, loaded)
+            if state.engine is not None:
+                unfinished.add_metric([state.id], state.engine.stats().unfinished_requests)
+        yield from (in_flight, queued, loaded, unfinished)

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids and the access log, and the bearer token.
+"""Pure ASGI middleware: request ids, the access log and the error boundary; the bearer token.
 
 Never ``BaseHTTPMiddleware``: it breaks ``ContextVar`` propagation and streaming.
 """
@@ -11,21 +11,24 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cortex_core import codec
-from cortex_core.errors import AuthenticationError, to_envelope
+from cortex_core.errors import AuthenticationError, EngineError, to_envelope
 from cortex_core.logging import request_id
 
 __all__ = ["AuthMiddleware", "RequestLogMiddleware"]
 
+logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("cortex_neuron.access")
 
 _OPEN_PATHS = frozenset({"/health"})
 
 
 class RequestLogMiddleware:
-    """Request ids and the access log.
+    """Request ids, the access log, and the last word on unexpected errors.
 
     Each request gets an id (the client's ``x-request-id`` or a new one), which is sent back,
-    set for the logs, and logged with one access line when the response ends.
+    set for the logs, and logged with one access line when the response ends. An exception no
+    handler translated becomes a 500 envelope naming the request id; the traceback goes to the
+    log only.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -50,6 +53,20 @@ class RequestLogMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unexpected error")
+            if status:  # the response has started: all that can be done is to end it
+                raise
+            error = EngineError(f"internal error; the logs have it under request id {rid}")
+            status = error.status_code
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": codec.encode(to_envelope(error))})
         finally:
             access_logger.info(
                 "%s %s %d %.3fs", scope["method"], scope["path"], status, time.monotonic() - started

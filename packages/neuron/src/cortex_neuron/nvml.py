@@ -55,7 +55,7 @@ def read_inventory(nvml: Any) -> GpuInventory:
                 kind="gpu",
                 uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
                 name=_text(nvml.nvmlDeviceGetName(handle)),
-                memory_total_mb=_memory(nvml, handle).total // _MIB,
+                memory_total_mb=_mib(_memory(nvml, handle).total),
                 compute_capability=f"{major}.{minor}",
             )
         )
@@ -75,8 +75,8 @@ def read_health(nvml: Any, devices: list[Device]) -> list[DeviceHealth]:
         readings.append(
             DeviceHealth(
                 index=device.index,
-                memory_used_mb=memory.used // _MIB,
-                memory_free_mb=memory.free // _MIB,
+                memory_used_mb=_mib(memory.used),
+                memory_free_mb=_mib(memory.free),
                 utilization_pct=_optional(nvml, _utilization, handle),
                 temp_c=_optional(nvml, _temperature, handle),
             )
@@ -105,6 +105,10 @@ def _optional(nvml: Any, read: Callable[[Any, Any], int], handle: Any) -> int | 
     except nvml.NVMLError as exc:
         logger.debug("NVML reading failed: %s", exc)
         return None
+
+
+def _mib(size: int) -> int:
+    return round(size / _MIB)  # as nvidia-smi rounds
 
 
 def _text(value: str | bytes) -> str:

@@ -8,8 +8,8 @@ and reasoning parsers, logprobs, structured output, usage) rather than re-implem
 tests run through the very same routes.
 
 Engines raise :class:`~cortex_core.errors.CortexError` subclasses for bad requests; they never
-decide HTTP status codes themselves. Cancelling a call (or closing its stream) aborts the request
-inside the engine.
+decide HTTP status codes themselves. Cancelling a call, or closing its stream, is how a request
+is aborted inside the engine: there is no separate abort call to forget.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,10 +81,6 @@ class Engine(Protocol):
 
     async def tokenize(self, request: TokenizeRequest) -> int:
         """Count the tokens of ``messages`` (with the chat template) or of ``prompt``."""
-        ...
-
-    async def abort(self, request_id: str) -> None:
-        """Stop a running request; its stream ends."""
         ...
 
     def stats(self) -> EngineStats:

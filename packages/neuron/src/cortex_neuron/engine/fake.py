@@ -50,7 +50,6 @@ class FakeEngine:
         self.token_delay = token_delay
         self.first_token_delay = first_token_delay
         self.running: set[str] = set()
-        self.aborted: list[str] = []
         self.bodies: list[dict[str, Any]] = []
         self.shut_down = False
         self._concurrency = concurrency
@@ -88,12 +87,6 @@ class FakeEngine:
             count = sum(_words(m.get("content")) + 4 for m in request.messages)
             return count + (len(json.dumps(request.tools)) // 4 if request.tools else 0)
         return _words(request.prompt)
-
-    async def abort(self, request_id: str) -> None:
-        """Stop a running request."""
-        if request_id in self.running:
-            self.aborted.append(request_id)
-            self.running.discard(request_id)
 
     def stats(self) -> EngineStats:
         """Alive until killed."""
@@ -138,7 +131,7 @@ class FakeEngine:
             return self._stream(reply)
         try:
             await asyncio.sleep(self.first_token_delay + self.token_delay * count)
-            self._check(request_id)
+            self._check()
             return reply.whole()
         finally:
             self.running.discard(request_id)
@@ -147,17 +140,15 @@ class FakeEngine:
         try:
             await asyncio.sleep(self.first_token_delay)
             for event in reply.events():
-                self._check(reply.request_id)
+                self._check()
                 yield event
                 await asyncio.sleep(self.token_delay)
         finally:
             self.running.discard(reply.request_id)
 
-    def _check(self, request_id: str) -> None:
+    def _check(self) -> None:
         if self._dead is not None:
             raise EngineFailedError(f"the engine failed: {self._dead}")
-        if request_id not in self.running:
-            raise CortexError("the request was aborted", code="aborted")
 
 
 class FakeStarter:

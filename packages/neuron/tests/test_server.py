@@ -1,0 +1,73 @@
+"""Deactivation (DESIGN §3): on SIGTERM the listener stays open, in-flight work finishes,
+new work gets 503, engines stop, serve() returns."""
+
+import asyncio
+import logging
+import os
+import signal
+
+import httpx
+import pytest
+
+from cortex_core.config import HarnessOptions, NeuronConfig
+from cortex_neuron.app import build_context
+from cortex_neuron.engine.fake import FakeStarter
+from cortex_neuron.server import listen, serve
+
+from .conftest import NoGpu
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_drains_then_stops(options, signum, caplog):
+    caplog.set_level(logging.INFO, logger="cortex_neuron.server")
+    starter = FakeStarter(token_delay=0.03)
+    config = NeuronConfig(host="127.0.0.1", port=0, harness=HarnessOptions(vllm=options))
+    ctx = build_context(config, starter, nvml=NoGpu())
+    sock = listen(config)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = asyncio.create_task(serve(ctx, sock))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        assert (await http.post("/models/load", json={"model_id": "org/alpha"})).status_code == 200
+        body = {
+            "model": "org/alpha",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "max_tokens": 40,
+        }
+        async with http.stream("POST", "/v1/chat/completions", json=body) as stream:
+            lines = stream.aiter_lines()
+            await anext(lines)
+            os.kill(os.getpid(), signum)
+            await asyncio.sleep(0.1)
+            health = (await http.get("/health")).json()
+            assert health["draining"] is True
+            refused = await http.post("/v1/chat/completions", json={**body, "stream": False})
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "shutting_down"
+            rest = [line async for line in lines if line.startswith("data:")]
+        assert rest[-1] == "data: [DONE]"
+        assert not any('"error"' in line for line in rest)
+        assert len(rest) >= 40
+    await asyncio.wait_for(server, 10)
+    assert starter.engines["org/alpha"].shut_down
+    assert "listening on http://127.0.0.1:" in caplog.text
+
+
+async def test_a_second_signal_is_noted(options, caplog):
+    caplog.set_level(logging.INFO, logger="cortex_neuron.server")
+    config = NeuronConfig(host="127.0.0.1", port=0, harness=HarnessOptions(vllm=options))
+    ctx = build_context(config, FakeStarter(), nvml=NoGpu())
+    server = asyncio.create_task(serve(ctx, listen(config)))
+    await asyncio.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(server, 10)
+    assert "SIGTERM again: already shutting down" in caplog.text
+
+
+def test_listen_on_ipv6_loopback():
+    sock = listen(NeuronConfig(host="::1", port=0))
+    try:
+        assert sock.getsockname()[0] == "::1"
+    finally:
+        sock.close()

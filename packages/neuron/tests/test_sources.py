@@ -1,0 +1,61 @@
+from pathlib import Path
+
+from cortex_neuron.sources import ModelSources
+from cortex_neuron.testing import fake_model
+
+
+def hf_entry(hub: Path, repo: str, revision: str = "abc123", *, config: bool = True) -> Path:
+    entry = hub / f"models--{repo.replace('/', '--')}"
+    snapshot = entry / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(revision + "\n")
+    if config:
+        (snapshot / "config.json").write_text("{}")
+    return snapshot
+
+
+def test_scan_model_dirs_and_the_cache(tmp_path):
+    first, second, cache = tmp_path / "a", tmp_path / "b", tmp_path / "hf"
+    fake_model(first, "org/one")
+    fake_model(first, "solo")
+    fake_model(second, "org/one")  # shadowed by the first dir
+    fake_model(second, "org/two")
+    (first / "org" / "not-a-model").mkdir()
+    (first / ".hidden").mkdir()
+    ((first / ".hidden") / "config.json").write_text("{}")
+    snapshot = hf_entry(cache / "hub", "Qwen/Qwen3-0.6B")
+    hf_entry(cache / "hub", "broken/repo", config=False)
+    sources = ModelSources((str(first), str(second), str(tmp_path / "missing")), str(cache))
+    found = sources.scan()
+    assert found == {
+        "org/one": first / "org" / "one",
+        "solo": first / "solo",
+        "org/two": second / "org" / "two",
+        "Qwen/Qwen3-0.6B": snapshot,
+    }
+
+
+def test_resolve(tmp_path):
+    fake_model(tmp_path / "m", "org/one")
+    snapshot = hf_entry(tmp_path / "hf", "org/cached")
+    sources = ModelSources((str(tmp_path / "m"),), str(tmp_path / "hf"))
+    assert sources.resolve("org/one") == tmp_path / "m" / "org" / "one"
+    assert sources.resolve("org/cached") == snapshot
+    assert sources.resolve("org/none") is None
+
+
+def test_a_cache_ref_cannot_point_outside_its_snapshots(tmp_path):
+    entry = tmp_path / "hub" / "models--org--evil"
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text("../../..")
+    (entry / "config.json").write_text("{}")
+    sources = ModelSources((), str(tmp_path))
+    assert sources.resolve("org/evil") is None
+    assert sources.scan() == {}
+
+
+def test_the_default_cache_is_the_users(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    snapshot = hf_entry(tmp_path / ".cache" / "huggingface" / "hub", "org/x")
+    assert ModelSources((), "").resolve("org/x") == snapshot
