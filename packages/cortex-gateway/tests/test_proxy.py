@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -19,7 +21,9 @@ MODELS = ModelsConfig(models=(ModelProfile(id="org/b", vram_mb=2000, aliases=("b
 HI = [{"role": "user", "content": "hi"}]
 
 
-async def post(url: str, body: bytes | dict, **headers: str) -> tuple[int, dict, bytes]:
+async def post(
+    url: str, body: bytes | dict[str, Any], **headers: str
+) -> tuple[int, dict[str, str], bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers.setdefault("content-type", "application/json")
     async with (
@@ -202,7 +206,7 @@ async def test_a_large_body_is_refused_from_content_length_without_being_sent(ne
 
 
 async def test_a_large_chunked_body_is_refused_while_it_arrives(neuron):
-    async def chunks():
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(100):
             yield b"x" * 100
 

@@ -102,7 +102,12 @@ class Lifecycle:
         key = (node.name, spec.model_id)
         task = self._loads.get(key)
         if task is None:
-            task = asyncio.create_task(self._load(node, spec, need))
+            # Reserved now, not when the task starts: a placement in between must see it.
+            reservation = None
+            if spec.devices and need.mb_per_device:
+                reservation = Reservation(tuple(spec.devices), need.mb_per_device)
+                node.reservations.append(reservation)
+            task = asyncio.create_task(self._load(node, spec, reservation))
             self._loads[key] = task
             task.add_done_callback(partial(self._forget, key))
         return await asyncio.shield(task)
@@ -112,11 +117,7 @@ class Lifecycle:
         if not task.cancelled():
             task.exception()  # every waiter may have left; the error is theirs, not the loop's
 
-    async def _load(self, node: Node, spec: ModelSpec, need: Need) -> str:
-        reservation = None
-        if spec.devices and need.mb_per_device:
-            reservation = Reservation(tuple(spec.devices), need.mb_per_device)
-            node.reservations.append(reservation)
+    async def _load(self, node: Node, spec: ModelSpec, reservation: Reservation | None) -> str:
         started = time.perf_counter()
         logger.info("loading %s on %s", spec.model_id, node.name)
         try:

@@ -8,10 +8,9 @@ module records numbers; it decides nothing.
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 from prometheus_client.metrics import MetricWrapperBase
-from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["UNKNOWN", "Metrics", "RequestSeries", "metrics_app"]
 
@@ -217,8 +216,19 @@ class Metrics:
             gauge.remove_by_labels({"node": node})
 
 
-def metrics_app(registry: CollectorRegistry) -> Starlette:
-    """The ASGI app of the metrics listener: ``/metrics`` in the Prometheus text format."""
-    from prometheus_client import make_asgi_app
+def metrics_app(registry: CollectorRegistry) -> ASGIApp:
+    """The ASGI app of the metrics listener: ``GET /metrics`` in the Prometheus text format."""
+    exposition = make_asgi_app(registry=registry)
 
-    return Starlette(routes=[Mount("/metrics", app=make_asgi_app(registry=registry))])
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # nothing to start or stop
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        elif scope["path"] == "/metrics":
+            await exposition(scope, receive, send)
+        else:
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b"Not found: try /metrics\n"})
+
+    return app

@@ -40,7 +40,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         rid = client_request_id(scope["headers"]) or uuid.uuid4().hex
-        token = request_id.set(rid)
+        # Not reset afterwards: each request runs in its own task (and context), and the 500
+        # handler, outside this middleware, still needs it.
+        request_id.set(rid)
         echo = (b"x-request-id", rid.encode("ascii"))
         status = 0
         started = time.perf_counter()
@@ -63,4 +65,3 @@ class RequestContextMiddleware:
                     status or "-",
                     (time.perf_counter() - started) * 1000,
                 )
-            request_id.reset(token)

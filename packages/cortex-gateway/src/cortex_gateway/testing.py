@@ -171,6 +171,7 @@ class FakeNeuron:
         self.loads: list[ModelSpec] = []
         self.unloads: list[UnloadRequest] = []
         self.control_headers: list[dict[str, str]] = []
+        self.endpoint_calls = 0
         self.aborted = 0
         self.abort_seen = asyncio.Event()
         self._loading: dict[str, asyncio.Future[None]] = {}
@@ -331,6 +332,7 @@ class FakeNeuron:
         refused = self._refused(request)
         if refused:
             return refused
+        self.endpoint_calls += 1
         model = self.models.get(request.match_info["model_id"])
         if model is None or model.status != "loaded":
             return _error(404, "model_not_loaded")
