@@ -39,7 +39,7 @@ async def odd_neuron():
     app.add_routes(
         [web.get("/garbage", garbage), web.get("/slow", slow), web.get("/hang-up", hang_up)]
     )
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     sock = socket.create_server(("127.0.0.1", 0))
     await web.SockSite(runner, sock).start()

@@ -59,7 +59,10 @@ def _listen(address: str) -> socket.socket:
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, int(port)), family=family, backlog=1024)
+    try:
+        return socket.create_server((host, int(port)), family=family, backlog=1024)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{address}: {exc.strerror}") from exc
 
 
 def bind(options: GatewayOptions) -> Listeners:
