@@ -153,6 +153,31 @@ async def test_a_stream_the_neuron_ends_early_is_not_truncated_silently(neuron):
     assert events(raw)[-1] == b"[DONE]"
 
 
+async def test_a_stream_that_ends_without_done_gets_an_error_event(neuron):
+    neuron.send_done = False
+    async with running_gateway(fleet_config(neuron)) as gw:
+        _, _, raw = await post(gw.url, {"model": "org/a", "stream": True})
+    *chunks, error, done = events(raw)
+    assert b"tok2 " in chunks[-2]
+    assert json.loads(error)["error"]["message"] == "neuron n1 ended the stream before data: [DONE]"
+    assert done == b"[DONE]"
+
+
+async def test_a_client_gone_before_its_body_arrived_is_dropped_quietly(neuron):
+    async with running_gateway(fleet_config(neuron)) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 99\r\n\r\n{"
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        status, _, _ = await post(gw.url, {"model": "org/a"})
+    assert status == 200
+    assert len(neuron.requests) == 1
+
+
 async def test_a_client_that_leaves_a_non_streaming_request_cancels_it_at_the_neuron(
     neuron, client
 ):
@@ -259,9 +284,11 @@ async def test_the_request_id_goes_through_to_the_neuron_and_back(neuron):
     async with running_gateway(fleet_config(neuron)) as gw:
         _, given, _ = await post(gw.url, {"model": "org/a"}, **{"x-request-id": "trace-42"})
         _, made, _ = await post(gw.url, {"model": "org/a"})
+        _, replaced, _ = await post(gw.url, {"model": "org/a"}, **{"x-request-id": "has space"})
     assert given["X-Request-ID"] == "trace-42"
     assert neuron.requests[0].headers["x-request-id"] == "trace-42"
     assert len(made["X-Request-ID"]) == 32
+    assert replaced["X-Request-ID"] != "has space"
     assert neuron.requests[1].headers["x-request-id"] == made["X-Request-ID"]
 
 
@@ -293,6 +320,18 @@ async def test_a_node_that_refuses_connections_is_skipped_once(client):
         answer = await client(gw.url).chat.completions.create(model="org/a", messages=HI)
     assert answer.choices[0].message.content
     assert len(second.requests) == 1
+
+
+async def test_when_no_node_can_be_reached_the_client_gets_a_503(client):
+    async with (
+        FakeNeuron(["org/a"], loaded=["org/a"]) as first,
+        FakeNeuron(["org/a"], loaded=["org/a"]) as second,
+        running_gateway(fleet_config(first, second, poll_interval_s=30)) as gw,
+    ):
+        await first.stop()
+        await second.stop()
+        status, _, body = await post(gw.url, {"model": "org/a"})
+    assert (status, json.loads(body)["error"]["code"]) == (503, "upstream_unavailable")
 
 
 async def test_completions_stream_and_answer(neuron, client):

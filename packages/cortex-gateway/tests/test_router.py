@@ -272,3 +272,25 @@ async def test_the_sdk_sees_a_load_refusal_as_an_api_error(neuron, client):
         with pytest.raises(openai.UnprocessableEntityError) as caught:
             await client(gw.url).chat.completions.create(model="org/b", messages=HI)
     assert json.loads(caught.value.response.text)["error"]["code"] == "unsupported_model"
+
+
+async def test_a_load_slower_than_load_timeout_is_a_504(neuron):
+    neuron.load_time = 5
+    async with running_gateway(fleet_config(neuron, load_timeout_s=0.3)) as gw:
+        status, _, body = await chat(gw.url, "org/b")
+    assert (status, body["error"]["code"]) == (504, "upstream_timeout")
+
+
+async def test_a_client_that_gives_up_on_a_cold_load_does_not_cancel_it(neuron, client):
+    neuron.load_time = 0.5
+    async with running_gateway(fleet_config(neuron)) as gw:
+        with pytest.raises(openai.APITimeoutError):
+            await client(gw.url, timeout=0.1).chat.completions.create(model="org/b", messages=HI)
+
+        async def loaded() -> bool:
+            return neuron.models["org/b"].status == "loaded"
+
+        await eventually(loaded)
+        answer = await client(gw.url).chat.completions.create(model="org/b", messages=HI)
+    assert answer.choices[0].message.content
+    assert len(neuron.loads) == 1

@@ -5,6 +5,7 @@ address that cannot be bound is a one-line message and exit status 1, before any
 """
 
 import asyncio
+import logging
 import signal
 from pathlib import Path
 
@@ -46,8 +47,19 @@ async def _run(config: GatewayConfig, models: ModelsConfig, listeners: Listeners
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log each request (at info, logger cortex_gateway.access).",
+)
 def serve(
-    path: Path, listen: str | None, metrics_listen: str | None, log_level: str, log_format: str
+    path: Path,
+    listen: str | None,
+    metrics_listen: str | None,
+    log_level: str,
+    log_format: str,
+    access_log: bool,
 ) -> None:
     """Run the gateway: the OpenAI API on `listen`, Prometheus /metrics on `metrics_listen`."""
     flags = {"gateway.listen": listen, "gateway.metrics_listen": metrics_listen}
@@ -58,6 +70,8 @@ def serve(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     configure(log_level, "json" if log_format == "json" else "text")
+    if not access_log:
+        logging.getLogger("cortex_gateway.access").setLevel(logging.WARNING)
     try:
         listeners = bind(config.gateway)
     except OSError as exc:

@@ -6,8 +6,8 @@ logger: method, path, status and time, never a body or a key.
 """
 
 import logging
+import os
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,7 +39,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = client_request_id(scope["headers"]) or uuid.uuid4().hex
+        rid = client_request_id(scope["headers"]) or os.urandom(16).hex()
         # Not reset afterwards: each request runs in its own task (and context), and the 500
         # handler, outside this middleware, still needs it.
         request_id.set(rid)

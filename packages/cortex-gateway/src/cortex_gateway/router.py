@@ -74,6 +74,7 @@ class Router:
             CortexError: no node can serve it; the load's error when a load failed.
         """
         skip = set(exclude)
+        unreachable: ConnectError | None = None
         while loaded := [
             n for n in self._nodes
             if n.healthy and n.name not in skip and n.status(model_id) == "loaded"
@@ -85,15 +86,16 @@ class Router:
                 return Target(node, await self._lifecycle.endpoint(node, model_id))
             except ModelNotLoadedError:
                 self._lifecycle.forget(node, model_id)
-            except ConnectError:
+            except ConnectError as exc:
                 skip.add(node.name)
+                unreachable = exc
         if not self._may_load:
             raise ServiceUnavailableError(
                 f"{model_id} is not loaded on any node, and this gateway does not load models "
                 "([eviction] lifecycle = false)",
                 retry_after=RETRY_AFTER_S,
             )
-        return await self._load_somewhere(model_id, skip, force=force)
+        return await self._load_somewhere(model_id, skip, force=force, last=unreachable)
 
     def forget(self, target: Target, model_id: str) -> None:
         """The target's neuron answered ``model_not_loaded``: stop sending it there."""
@@ -157,9 +159,11 @@ class Router:
             raise ServiceUnavailableError(f"node {name} is {state}", retry_after=RETRY_AFTER_S)
         return node
 
-    async def _load_somewhere(self, model_id: str, skip: set[str], *, force: bool) -> Target:
+    async def _load_somewhere(
+        self, model_id: str, skip: set[str], *, force: bool, last: CortexError | None = None
+    ) -> Target:
+        """Load where it fits; ``last``: why the nodes already skipped could not serve it."""
         need = Need.of(self._catalogue.profile(model_id))
-        last: CortexError | None = None
         retried_failure = False
         while (placement := self._place(model_id, need, skip, force=force)) is not None:
             node = self._by_name[placement.node]

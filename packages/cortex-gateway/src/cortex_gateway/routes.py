@@ -93,14 +93,14 @@ async def admin_unload(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     """Every route of the gateway's client listener."""
-    return [
+    return [  # the busiest first: Starlette tries them in order
+        Route("/v1/chat/completions", InferenceEndpoint("/v1/chat/completions"), methods=["POST"]),
+        Route("/v1/completions", InferenceEndpoint("/v1/completions"), methods=["POST"]),
         Route("/", health, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/fleet", fleet, methods=["GET"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
-        Route("/v1/chat/completions", InferenceEndpoint("/v1/chat/completions"), methods=["POST"]),
-        Route("/v1/completions", InferenceEndpoint("/v1/completions"), methods=["POST"]),
         Route("/admin/models/load", admin_load, methods=["POST"]),
         Route("/admin/models/unload", admin_unload, methods=["POST"]),
     ]

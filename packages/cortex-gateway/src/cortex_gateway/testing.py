@@ -163,6 +163,8 @@ class FakeNeuron:
         """Model id → how many of its next requests find it unloaded (a race with an unload)."""
         self.infer_error: tuple[int, bytes, dict[str, str]] | None = None
         """(status, body, headers) every inference request is answered with (vLLM's 4xx)."""
+        self.send_done = True
+        """Whether a stream ends with ``data: [DONE]`` (a broken neuron's would not)."""
         self.poll_status = 200
         self.poll_delay = 0.0
         self.draining = False
@@ -406,7 +408,8 @@ class FakeNeuron:
             await response.write(
                 _event({**_chunk(chat, req.model, None), "choices": [], "usage": usage})
             )
-        await response.write(b"data: [DONE]\n\n")
+        if self.send_done:
+            await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 

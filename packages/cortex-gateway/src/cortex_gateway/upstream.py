@@ -121,13 +121,35 @@ def _headers(peer: NeuronPeer, *, json: bool) -> dict[str, str]:
     return headers
 
 
-class _Response:
-    __slots__ = ("_idle", "_node", "_resp")
+class _Call:
+    """One inference call and its response, as :meth:`AiohttpUpstream.send` returns it.
 
-    def __init__(self, resp: aiohttp.ClientResponse, node: str, idle: float | None) -> None:
-        self._resp = resp
+    A class rather than a generator-based context manager: it is on every request's path.
+    """
+
+    __slots__ = ("_idle", "_node", "_request", "_resp")
+
+    def __init__(
+        self, request: "aiohttp.client._RequestContextManager", node: str, idle: float | None
+    ) -> None:
+        self._request = request
         self._node = node
         self._idle = idle
+
+    async def __aenter__(self) -> "_Call":
+        try:
+            self._resp = await self._request
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _translate(exc, self._node, self._idle) from exc
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._resp.content.at_eof():
+            self._resp.release()
+        else:
+            # Closing (not releasing) drops the connection: the neuron sees the client go
+            # and aborts the engine's request (DESIGN §7.5).
+            self._resp.close()
 
     @property
     def status(self) -> int:
@@ -154,6 +176,7 @@ class AiohttpUpstream:
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     @classmethod
     @asynccontextmanager
@@ -211,24 +234,16 @@ class AiohttpUpstream:
                 f"neuron {peer.name} sent an unreadable answer to {method} {path}: {exc.message}"
             ) from exc
 
-    @asynccontextmanager
-    async def send(
+    def send(
         self, peer: NeuronPeer, url: str, body: bytes, *, total: float | None, idle: float | None
-    ) -> AsyncIterator[UpstreamResponse]:
+    ) -> AbstractAsyncContextManager[UpstreamResponse]:
         """See :meth:`Upstream.send`."""
-        timeout = aiohttp.ClientTimeout(total=total, sock_connect=CONNECT_TIMEOUT_S, sock_read=idle)
-        try:
-            resp = await self._session.post(
-                url, data=body, headers=_headers(peer, json=True), timeout=timeout
+        timeout = self._timeouts.get((total, idle))
+        if timeout is None:  # one per distinct bound: a handful, made once
+            timeout = self._timeouts[(total, idle)] = aiohttp.ClientTimeout(
+                total=total, sock_connect=CONNECT_TIMEOUT_S, sock_read=idle
             )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _translate(exc, peer.name, idle) from exc
-        try:
-            yield _Response(resp, peer.name, idle)
-        finally:
-            if resp.content.at_eof():
-                resp.release()
-            else:
-                # Closing (not releasing) drops the connection: the neuron sees the client
-                # go and aborts the engine's request (DESIGN §7.5).
-                resp.close()
+        request = self._session.post(
+            url, data=body, headers=_headers(peer, json=True), timeout=timeout
+        )
+        return _Call(request, peer.name, idle)
