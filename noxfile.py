@@ -3,6 +3,8 @@
 `nox` runs the default set (what CI runs); `nox -l` lists every session.
 """
 
+import os
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +75,15 @@ PACKAGES = {
     )
 }
 
-TEST_TOOLS = ("pytest", "pytest-asyncio", "pytest-cov", "pytest-timeout", "pytest-socket", "httpx")
+TEST_TOOLS = (
+    "pytest",
+    "pytest-asyncio",
+    "pytest-cov",
+    "pytest-timeout",
+    "pytest-socket",
+    "httpx",
+    "openai",  # the client of the gateway's tests
+)
 
 
 def pins(*names: str) -> list[str]:
@@ -117,7 +127,7 @@ def versions(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict, once per package over its src and tests, then the root tests and nox."""
-    session.install(*editable(*PACKAGES.values()), *pins("mypy", "nox", *TEST_TOOLS, "openai"))
+    session.install(*editable(*PACKAGES.values()), *pins("mypy", "nox", *TEST_TOOLS))
     for package in PACKAGES.values():
         session.run("mypy", str(package.path / "src"), str(package.path / "tests"))
     session.run("mypy", "tests", "noxfile.py")
@@ -145,7 +155,7 @@ def tests(session: nox.Session, package: str) -> None:
 @nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
     """Cross-package tests over loopback (gateway, neuron on the fake engine, CLI)."""
-    session.install(*editable(*PACKAGES.values()), *pins(*TEST_TOOLS, "openai"))
+    session.install(*editable(*PACKAGES.values()), *pins(*TEST_TOOLS))
     session.run("pytest", "tests/integration", "-m", "not engine and not gpu", *session.posargs)
 
 
@@ -178,3 +188,25 @@ def build(session: nox.Session) -> None:
         )
         for script in package.scripts:
             session.run(str(venv / "bin" / script), "--help", external=True)
+
+
+@nox.session(python=PYTHON)
+def bench_gateway(session: nox.Session) -> None:
+    """Gateway benchmark (not a test, not a default session): see docs/benchmarks.md."""
+    if shutil.which("wrk") is None:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            session.skip("wrk is missing and cannot be installed here: apt-get install wrk")
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    session.install(*editable(PACKAGES["cortex-cli"]))
+    # LiteLLM in a venv of its own, so that its pins never change what the gateway runs on.
+    litellm = Path(session.create_tmp()) / "litellm"
+    session.run("python", "-m", "venv", "--clear", str(litellm))
+    try:
+        session.run(
+            str(litellm / "bin" / "pip"), "install", "--quiet", "litellm[proxy]", external=True
+        )
+        args = ["--litellm", str(litellm / "bin" / "litellm")]
+    except nox.command.CommandFailed:
+        args = ["--litellm-failure", "litellm[proxy] did not install"]
+    session.run("python", "benchmarks/gateway.py", *args, *session.posargs)

@@ -288,7 +288,7 @@ async def test_a_client_that_gives_up_on_a_cold_load_does_not_cancel_it(neuron, 
             await client(gw.url, timeout=0.1).chat.completions.create(model="org/b", messages=HI)
 
         async def loaded() -> bool:
-            return neuron.models["org/b"].status == "loaded"
+            return bool(neuron.models["org/b"].status == "loaded")
 
         await eventually(loaded)
         answer = await client(gw.url).chat.completions.create(model="org/b", messages=HI)
