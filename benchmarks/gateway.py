@@ -229,7 +229,7 @@ def main() -> None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
     work = Path(tempfile.mkdtemp(prefix="cortex-bench-"))
     python = sys.executable
-    up_port, bare_port, gw_port, gw_metrics, ll_port = (free_port() for _ in range(5))
+    up_port, bare_port, ll_port = (free_port() for _ in range(3))
     upstream = f"http://127.0.0.1:{up_port}"
     processes = [start("upstream", [python, str(HERE / "upstream.py"), str(up_port)], work)]
     targets = [Target("direct", upstream, process=processes[0])]
@@ -244,20 +244,22 @@ def main() -> None:
     (work / "cortex.toml").write_text(
         f'[auth]\napi_keys = ["{KEY}"]\n[[neurons]]\nname = "bench"\nendpoint = "{upstream}"\n'
     )
-    gateway = Target(
-        "cortex gateway", f"http://127.0.0.1:{gw_port}", {"Authorization": f"Bearer {KEY}"}
-    )
-    gateway.process = start(
-        "gateway",
-        [python, "-m", "cortex_cli", "serve", "-c", str(work / "cortex.toml"),
-         "--listen", f"127.0.0.1:{gw_port}", "--metrics-listen", f"127.0.0.1:{gw_metrics}"],
-        work,
-    )  # fmt: skip
-    targets.append(gateway)
+    key = {"Authorization": f"Bearer {KEY}"}
+    for name, flags in (
+        ("cortex gateway", []),
+        ("cortex gateway, --no-access-log", ["--no-access-log"]),
+    ):
+        gateway = Target(name, f"http://127.0.0.1:{free_port()}", key)
+        gateway.process = start(
+            name.replace(" ", "-").replace(",", ""),
+            [python, "-m", "cortex_cli", "serve", "-c", str(work / "cortex.toml"),
+             "--listen", gateway.url.removeprefix("http://"),
+             "--metrics-listen", f"127.0.0.1:{free_port()}", *flags],
+            work,
+        )  # fmt: skip
+        targets.append(gateway)
 
-    litellm = Target(
-        "LiteLLM proxy", f"http://127.0.0.1:{ll_port}", {"Authorization": f"Bearer {KEY}"}
-    )
+    litellm = Target("LiteLLM proxy", f"http://127.0.0.1:{ll_port}", key)
     if args.litellm:
         (work / "litellm.yaml").write_text(
             f"model_list:\n  - model_name: {MODEL}\n    litellm_params:\n"

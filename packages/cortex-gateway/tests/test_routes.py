@@ -99,6 +99,8 @@ async def test_admin_load_and_unload_go_through_the_router():
         assert (status, body["error"]["param"]) == (404, "node")
         status, body = await call(load, "POST", {"model": 3})
         assert (status, body["error"]["param"]) == (400, "model")
+        status, body = await call(load, "POST", {"model": "x" * 70000})
+        assert (status, body["error"]["code"]) == (413, "request_too_large")
         assert await call(unload, "POST", {"model": "org/b"}) == (
             200,
             {"status": "unloaded", "model": "org/b", "nodes": ["n1"]},

@@ -12,11 +12,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cortex_core import decode, encode
+from cortex_core.errors import RequestTooLargeError
 from cortex_gateway.context import context
 from cortex_gateway.proxy import InferenceEndpoint
 from cortex_gateway.status import fleet_view, health_view
 
-__all__ = ["AdminLoaded", "AdminModelRequest", "AdminUnloaded", "routes"]
+__all__ = ["ADMIN_BODY_LIMIT", "AdminLoaded", "AdminModelRequest", "AdminUnloaded", "routes"]
 
 
 class AdminModelRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -45,6 +46,21 @@ class AdminUnloaded(msgspec.Struct, kw_only=True, frozen=True):
     status: Literal["unloaded"] = "unloaded"
     model: str
     nodes: list[str]
+
+
+ADMIN_BODY_LIMIT = 65536
+"""An operator's request is a few names; anything bigger is refused before it is read."""
+
+
+async def _admin_body(request: Request) -> AdminModelRequest:
+    size = 0
+    chunks = []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > ADMIN_BODY_LIMIT:
+            raise RequestTooLargeError(f"An admin request takes at most {ADMIN_BODY_LIMIT} bytes")
+        chunks.append(chunk)
+    return decode(b"".join(chunks), AdminModelRequest)
 
 
 def _json(obj: object, status: int = 200) -> Response:
@@ -76,7 +92,7 @@ async def get_model(request: Request) -> Response:
 async def admin_load(request: Request) -> Response:
     """``POST /admin/models/load``: load a model (on a node, or where placement says)."""
     ctx = context(request.scope)
-    body = decode(await request.body(), AdminModelRequest)
+    body = await _admin_body(request)
     model_id = ctx.catalogue.resolve(body.model)
     node = await ctx.router.load(model_id, body.node, force=body.force)
     return _json(AdminLoaded(model=model_id, node=node.name))
@@ -85,7 +101,7 @@ async def admin_load(request: Request) -> Response:
 async def admin_unload(request: Request) -> Response:
     """``POST /admin/models/unload``: unload a model from a node, or from every node."""
     ctx = context(request.scope)
-    body = decode(await request.body(), AdminModelRequest)
+    body = await _admin_body(request)
     model_id = ctx.catalogue.canonical(body.model)
     nodes = await ctx.router.unload(model_id, body.node, force=body.force)
     return _json(AdminUnloaded(model=model_id, nodes=nodes))
