@@ -67,7 +67,7 @@ async def test_in_flight_and_a_client_that_went_away(neuron, client):
     neuron.latency = 30
     async with running_gateway(fleet_config(neuron)) as gw:
         pending = asyncio.create_task(
-            client(gw.url, timeout=1.0).chat.completions.create(model="org/a", messages=HI)
+            client(gw.url, timeout=2.0).chat.completions.create(model="org/a", messages=HI)
         )
 
         async def in_flight() -> bool:

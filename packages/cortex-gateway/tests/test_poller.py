@@ -77,7 +77,7 @@ async def test_a_slow_node_never_delays_another():
         async def quick_polled_since_start() -> bool:
             return bool((await node_view(gw.url, "n2"))["last_poll"] > started + 0.2)
 
-        await eventually(quick_polled_since_start, within=poll_timeout(0.05))
+        await eventually(quick_polled_since_start, within=3)
         assert (await node_view(gw.url, "n1"))["last_poll"] < started
 
 
