@@ -3,6 +3,8 @@
 `nox` runs the default set (what CI runs); `nox -l` lists every session.
 """
 
+import os
+import shutil
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -90,6 +92,7 @@ TEST_TOOLS = (
     "pytest-socket",
     "httpx",
     "psutil",
+    "openai",  # the client in the tests of both daemons
 )
 # vLLM's CPU build pins a +cpu torch; the PyPI builds of these then break `import vllm`, and an
 # extra cannot remove packages, so every engine venv drops them after installing.
@@ -137,7 +140,7 @@ def versions(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict, once per package over its src and tests, then the root tests and nox."""
-    session.install(*editable(*PACKAGES.values()), *pins("mypy", "nox", *TEST_TOOLS, "openai"))
+    session.install(*editable(*PACKAGES.values()), *pins("mypy", "nox", *TEST_TOOLS))
     for package in PACKAGES.values():
         session.run("mypy", str(package.path / "src"), str(package.path / "tests"))
     session.run("mypy", "tests", "noxfile.py")
@@ -165,7 +168,7 @@ def tests(session: nox.Session, package: str) -> None:
 @nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
     """Cross-package tests over loopback (gateway, neuron on the fake engine, CLI)."""
-    session.install(*editable(*PACKAGES.values()), *pins(*TEST_TOOLS, "openai"))
+    session.install(*editable(*PACKAGES.values()), *pins(*TEST_TOOLS))
     session.run("pytest", "tests/integration", "-m", "not engine and not gpu", *session.posargs)
 
 
@@ -214,7 +217,7 @@ def engine_venv(session: nox.Session) -> Path:
     )
     neuron = PACKAGES["neuron"].project["optional-dependencies"]
     assert isinstance(neuron, dict)
-    wanted = [*neuron["cpu"], *third_party, *pins(*TEST_TOOLS, "openai")]
+    wanted = [*neuron["cpu"], *third_party, *pins(*TEST_TOOLS)]
     stamp = venv / "cortex-requirements.txt"
     if not stamp.exists() or stamp.read_text() != "\n".join(wanted):
         session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
@@ -249,3 +252,25 @@ def bench_neuron(session: nox.Session) -> None:
     """The neuron against `vllm serve` on the tiny model (benchmarks/neuron.py; not a test)."""
     python = engine_venv(session)
     session.run(str(python), "benchmarks/neuron.py", *session.posargs, external=True)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_gateway(session: nox.Session) -> None:
+    """Gateway benchmark (not a test, not a default session): see docs/benchmarks.md."""
+    if shutil.which("wrk") is None:
+        if shutil.which("apt-get") is None or os.geteuid() != 0:
+            session.skip("wrk is missing and cannot be installed here: apt-get install wrk")
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run("apt-get", "install", "-y", "-qq", "wrk", external=True)
+    session.install(*editable(PACKAGES["cortex-cli"]))
+    # LiteLLM in a venv of its own, so that its pins never change what the gateway runs on.
+    litellm = Path(session.create_tmp()) / "litellm"
+    session.run("python", "-m", "venv", "--clear", str(litellm))
+    try:
+        session.run(
+            str(litellm / "bin" / "pip"), "install", "--quiet", "litellm[proxy]", external=True
+        )
+        args = ["--litellm", str(litellm / "bin" / "litellm")]
+    except nox.command.CommandFailed:
+        args = ["--litellm-failure", "litellm[proxy] did not install"]
+    session.run("python", "benchmarks/gateway.py", *args, *session.posargs)

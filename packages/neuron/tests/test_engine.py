@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(600)]
 A = "cortex/tiny-chat"
 B = "cortex/tiny-chat-b"
 MAX_LEN = 512
+LONG = 2048  # B's context: its streams run for seconds, long enough to act during them
 TOOLS: list[Any] = [
     {
         "type": "function",
@@ -258,7 +259,7 @@ def test_tokenize(neuron: Neuron) -> None:
 
 
 def test_two_models_at_once_within_their_budgets(neuron: Neuron) -> None:
-    response = load(neuron, B, memory_mb=400, tool_call_parser="hermes")
+    response = load(neuron, B, memory_mb=400, max_model_len=LONG, tool_call_parser="hermes")
     assert response.status_code == 200
     health = neuron.http.get("/health").json()
     assert health["devices"][0]["memory_used_mb"] == 700
@@ -306,9 +307,9 @@ def test_tool_calls_with_a_parser(neuron: Neuron) -> None:
 
 def test_a_client_that_disconnects_mid_stream_aborts_the_request(neuron: Neuron) -> None:
     body = {
-        "model": A,
+        "model": B,
         "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 480,
+        "max_tokens": LONG - 100,
         "ignore_eos": True,
         "stream": True,
     }
@@ -316,12 +317,12 @@ def test_a_client_that_disconnects_mid_stream_aborts_the_request(neuron: Neuron)
         lines = response.iter_lines()
         for _ in range(3):
             next(lines)
-        assert neuron.metric("neuron_engine_unfinished_requests", A) == 1
+        assert neuron.metric("neuron_engine_unfinished_requests", B) == 1
     deadline = time.monotonic() + 5
-    while neuron.metric("neuron_engine_unfinished_requests", A) != 0:
+    while neuron.metric("neuron_engine_unfinished_requests", B) != 0:
         assert time.monotonic() < deadline, "vLLM kept the request after the client left"
         time.sleep(0.05)
-    assert neuron.http.get("/health").json()["models"][0]["in_flight"] == 0
+    assert all(m["in_flight"] == 0 for m in neuron.http.get("/health").json()["models"])
 
 
 def test_unload_of_a_busy_model_is_409_and_drain_waits(neuron: Neuron) -> None:
@@ -329,7 +330,7 @@ def test_unload_of_a_busy_model_is_409_and_drain_waits(neuron: Neuron) -> None:
     body = {
         "model": B,
         "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 400,
+        "max_tokens": LONG - 100,
         "ignore_eos": True,
         "stream": True,
     }

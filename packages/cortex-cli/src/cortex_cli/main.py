@@ -4,6 +4,8 @@ import click
 
 from cortex_cli import __version__
 from cortex_cli.config import config
+from cortex_cli.serve import serve
+from cortex_cli.status import status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -13,3 +15,5 @@ def main() -> None:
 
 
 main.add_command(config)
+main.add_command(serve)
+main.add_command(status)

@@ -1,0 +1,89 @@
+"""The gateway's app factory: ``create_app(config, models, registry=...)`` and its lifespan.
+
+The lifespan opens the neurons' client session, polls every neuron once (so the first request
+already sees the fleet), keeps polling in the background, and builds the frozen
+:class:`~cortex_gateway.context.AppContext` that every handler reads. Nothing happens at import
+time; serving is :mod:`cortex_gateway.server`'s job.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from cortex_core.config import GatewayConfig, ModelsConfig
+from cortex_gateway.auth import AuthMiddleware, Keys
+from cortex_gateway.catalogue import Catalogue
+from cortex_gateway.context import AppContext
+from cortex_gateway.errors import EXCEPTION_HANDLERS
+from cortex_gateway.fleet import Node
+from cortex_gateway.lifecycle import Lifecycle, read_templates
+from cortex_gateway.metrics import Metrics
+from cortex_gateway.middleware import RequestContextMiddleware
+from cortex_gateway.poller import Poller
+from cortex_gateway.router import Router
+from cortex_gateway.routes import routes
+from cortex_gateway.upstream import AiohttpUpstream
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    config: GatewayConfig, models: ModelsConfig, *, registry: CollectorRegistry
+) -> Starlette:
+    """The gateway's client-facing ASGI app; its metrics go into ``registry``.
+
+    Raises:
+        ConfigError: a chat template named in models.toml cannot be read.
+    """
+    templates = read_templates(models, config.models_config or "models.toml")
+    metrics = Metrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppContext]]:
+        async with AiohttpUpstream.open() as upstream:
+            nodes = tuple(
+                Node(peer, defrag_after=config.eviction.defrag_after_cycles)
+                for peer in config.neurons
+            )
+            catalogue = Catalogue(models, nodes)
+            lifecycle = Lifecycle(upstream, metrics, load_timeout=config.gateway.load_timeout_s)
+            router = Router(
+                catalogue, nodes, lifecycle, templates, may_load=config.eviction.lifecycle
+            )
+            poller = Poller(nodes, upstream, metrics, interval=config.gateway.poll_interval_s)
+            await poller.poll_all()
+            logger.info(
+                "%d of %d neurons healthy; serving %d models",
+                sum(n.healthy for n in nodes),
+                len(nodes),
+                len(catalogue.model_list().data),
+            )
+            ctx = AppContext(
+                config=config,
+                nodes=nodes,
+                catalogue=catalogue,
+                router=router,
+                upstream=upstream,
+                metrics=metrics,
+            )
+            try:
+                async with poller.running():
+                    yield {"cortex": ctx}
+            finally:
+                lifecycle.cancel()
+
+    return Starlette(
+        routes=routes(),
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(AuthMiddleware, keys=Keys(config.auth)),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,33 @@
+"""The one object every handler reads: the app's frozen context, built by the lifespan."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starlette.types import Scope
+
+from cortex_core.config import GatewayConfig
+from cortex_gateway.catalogue import Catalogue
+from cortex_gateway.fleet import Node
+from cortex_gateway.metrics import Metrics
+from cortex_gateway.router import Router
+from cortex_gateway.upstream import Upstream
+
+__all__ = ["AppContext", "context"]
+
+
+@dataclass(frozen=True)
+class AppContext:
+    """What a request may use: config, fleet state, catalogue, router, upstream, metrics."""
+
+    config: GatewayConfig
+    nodes: Sequence[Node]
+    catalogue: Catalogue
+    router: Router
+    upstream: Upstream
+    metrics: Metrics
+
+
+def context(scope: Scope) -> AppContext:
+    """The app's context, from the lifespan state the server copies into ``scope``."""
+    ctx: AppContext = scope["state"]["cortex"]
+    return ctx

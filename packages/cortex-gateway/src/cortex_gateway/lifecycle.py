@@ -1,0 +1,187 @@
+"""Loads and unloads on neurons: one load at a time per (node, model), shared by every waiter.
+
+A load runs in its own task, shielded from its waiters: a client that gives up does not cancel
+a load that others wait on (DESIGN §7.1). After a load the model's inference endpoint is
+resolved once and kept. The spec sent is built from models.toml (:func:`load_spec`). This module
+does not choose nodes; the router does.
+"""
+
+import asyncio
+import logging
+import time
+from functools import partial
+from pathlib import Path
+
+import msgspec
+
+from cortex_core.config import ConfigError, ModelProfile, ModelsConfig
+from cortex_core.wire.control import (
+    EndpointResponse,
+    LoadResponse,
+    ModelSpec,
+    UnloadRequest,
+    UnloadResponse,
+)
+from cortex_gateway.fleet import Node, Reservation
+from cortex_gateway.metrics import Metrics
+from cortex_gateway.placement import Need
+from cortex_gateway.upstream import Upstream
+
+__all__ = ["CONTROL_TIMEOUT_S", "Lifecycle", "load_spec", "read_templates"]
+
+logger = logging.getLogger(__name__)
+
+CONTROL_TIMEOUT_S = 10.0
+"""Bound on the neuron's quick lifecycle calls (the endpoint of a loaded model)."""
+
+
+def read_templates(models: ModelsConfig, source: str = "models.toml") -> dict[str, str]:
+    """The text of every ``chat_template`` file models.toml names, read once at start-up.
+
+    Raises:
+        ConfigError: a template file cannot be read.
+    """
+    templates = {}
+    for i, profile in enumerate(models.models):
+        if profile.chat_template:
+            try:
+                templates[profile.id] = Path(profile.chat_template).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(
+                    source,
+                    f"cannot read chat template {profile.chat_template}: {exc}",
+                    f"models[{i}].chat_template",
+                ) from exc
+    return templates
+
+
+def load_spec(
+    model_id: str,
+    profile: ModelProfile | None,
+    template: str | None,
+    devices: tuple[int, ...] | None,
+) -> ModelSpec:
+    """The ``POST /models/load`` body: models.toml's settings ("" and 1 mean unset)."""
+    device_list = list(devices) if devices else None
+    if profile is None:
+        return ModelSpec(model_id=model_id, devices=device_list)
+    return ModelSpec(
+        model_id=model_id,
+        harness=profile.harness,
+        memory_mb=profile.vram_mb,
+        devices=device_list,
+        tensor_parallel=profile.min_devices if profile.min_devices > 1 else None,
+        max_model_len=profile.max_model_len,
+        tool_call_parser=profile.tool_call_parser or None,
+        reasoning_parser=profile.reasoning_parser or None,
+        chat_template=template,
+        engine_args=dict(profile.engine_args),
+    )
+
+
+class Lifecycle:
+    """Single-flight loads, endpoint look-ups and unloads through an :class:`Upstream`."""
+
+    def __init__(self, upstream: Upstream, metrics: Metrics, *, load_timeout: float) -> None:
+        self._upstream = upstream
+        self._metrics = metrics
+        self._load_timeout = load_timeout
+        self._loads: dict[tuple[str, str], asyncio.Task[str]] = {}
+
+    def loading(self, node: Node, model_id: str) -> bool:
+        """Whether this gateway's load of ``model_id`` on ``node`` is under way."""
+        return (node.name, model_id) in self._loads
+
+    async def load(self, node: Node, spec: ModelSpec, need: Need) -> str:
+        """Load ``spec`` on ``node``, or join the load under way; returns the endpoint URL.
+
+        Raises:
+            CortexError: the neuron's refusal (rebuilt from its code) or a remote fault; every
+                waiter of one load gets the same error.
+        """
+        key = (node.name, spec.model_id)
+        task = self._loads.get(key)
+        if task is None:
+            # Reserved now, not when the task starts: a placement in between must see it.
+            reservation = None
+            if spec.devices and need.mb_per_device:
+                reservation = Reservation(tuple(spec.devices), need.mb_per_device)
+                node.reservations.append(reservation)
+            task = asyncio.create_task(self._load(node, spec, reservation))
+            self._loads[key] = task
+            task.add_done_callback(partial(self._forget, key))
+        return await asyncio.shield(task)
+
+    def _forget(self, key: tuple[str, str], task: "asyncio.Task[str]") -> None:
+        del self._loads[key]
+        if not task.cancelled():
+            task.exception()  # every waiter may have left; the error is theirs, not the loop's
+
+    async def _load(self, node: Node, spec: ModelSpec, reservation: Reservation | None) -> str:
+        started = time.perf_counter()
+        logger.info("loading %s on %s", spec.model_id, node.name)
+        try:
+            answer = await self._upstream.post(
+                node.peer, "/models/load", spec, LoadResponse, limit_s=self._load_timeout
+            )
+            url = await self._fetch_endpoint(node, spec.model_id)
+        except BaseException as exc:
+            if reservation is not None:
+                node.reservations.remove(reservation)
+            logger.warning("loading %s on %s failed: %s", spec.model_id, node.name, exc)
+            raise
+        if reservation is not None:
+            reservation.done_at = time.monotonic()
+        seconds = time.perf_counter() - started
+        self._metrics.cold_starts.labels(spec.model_id, node.name).inc()
+        self._metrics.model_load.labels(spec.model_id, node.name).observe(seconds)
+        self._record(node, node.set_model(answer.model, url))
+        logger.info("loaded %s on %s in %.1f s", spec.model_id, node.name, seconds)
+        return url
+
+    async def endpoint(self, node: Node, model_id: str) -> str:
+        """Where ``model_id`` is served on ``node``: kept from its load, else asked once."""
+        url = node.endpoints.get(model_id)
+        if url is None:
+            url = node.endpoints[model_id] = await self._fetch_endpoint(node, model_id)
+        return url
+
+    async def _fetch_endpoint(self, node: Node, model_id: str) -> str:
+        answer = await self._upstream.get(
+            node.peer, f"/models/{model_id}/endpoint", EndpointResponse, limit_s=CONTROL_TIMEOUT_S
+        )
+        return answer.url.rstrip("/")
+
+    async def unload(self, node: Node, model_id: str, *, force: bool, reason: str) -> None:
+        """Unload ``model_id`` from ``node`` (``force`` aborts its requests in flight).
+
+        Raises:
+            CortexError: the neuron's refusal (409 ``model_busy``, 404 ``model_not_loaded``).
+        """
+        await self._upstream.post(
+            node.peer,
+            "/models/unload",
+            UnloadRequest(model_id=model_id, force=force),
+            UnloadResponse,
+            limit_s=self._load_timeout,
+        )
+        info = node.models.get(model_id)
+        if info is not None:
+            unloaded = msgspec.structs.replace(info, status="available", devices=[], in_flight=0)
+            self._record(node, node.set_model(unloaded))
+        self._metrics.evictions.labels(node.name, reason).inc()
+        logger.info("unloaded %s from %s (%s)", model_id, node.name, reason)
+
+    def forget(self, node: Node, model_id: str) -> None:
+        """The neuron said ``model_id`` is not loaded (a race with an unload): believe it."""
+        info = node.models.get(model_id)
+        if info is not None and info.status == "loaded":
+            self._record(node, node.set_model(msgspec.structs.replace(info, status="available")))
+
+    def _record(self, node: Node, cycles: int) -> None:
+        self._metrics.record_cycles(node.name, cycles, node.defrag_due)
+
+    def cancel(self) -> None:
+        """Stop every load under way (the gateway is shutting down)."""
+        for task in self._loads.values():
+            task.cancel()

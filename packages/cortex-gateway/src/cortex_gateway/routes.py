@@ -1,0 +1,122 @@
+"""The gateway's HTTP routes (DESIGN §4), as a plain list; handlers read the app's context.
+
+The OpenAI inference routes are raw ASGI apps (:mod:`cortex_gateway.proxy`); the rest are small
+Starlette handlers over the fleet's polled state, plus the operator's load and unload.
+"""
+
+from typing import Literal
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from cortex_core import decode, encode
+from cortex_core.errors import RequestTooLargeError
+from cortex_gateway.context import context
+from cortex_gateway.proxy import InferenceEndpoint
+from cortex_gateway.status import fleet_view, health_view
+
+__all__ = ["ADMIN_BODY_LIMIT", "AdminLoaded", "AdminModelRequest", "AdminUnloaded", "routes"]
+
+
+class AdminModelRequest(msgspec.Struct, kw_only=True, frozen=True):
+    """``POST /admin/models/load`` and ``/unload``: a model, optionally one node.
+
+    ``force``: for a load, load even where free memory looks short (the neuron judges); for an
+    unload, abort the model's requests in flight.
+    """
+
+    model: str
+    node: str | None = None
+    force: bool = False
+
+
+class AdminLoaded(msgspec.Struct, kw_only=True, frozen=True):
+    """Answer to ``/admin/models/load``: where the model is loaded."""
+
+    status: Literal["loaded"] = "loaded"
+    model: str
+    node: str
+
+
+class AdminUnloaded(msgspec.Struct, kw_only=True, frozen=True):
+    """Answer to ``/admin/models/unload``: the nodes it was unloaded from."""
+
+    status: Literal["unloaded"] = "unloaded"
+    model: str
+    nodes: list[str]
+
+
+ADMIN_BODY_LIMIT = 65536
+"""An operator's request is a few names; anything bigger is refused before it is read."""
+
+
+async def _admin_body(request: Request) -> AdminModelRequest:
+    size = 0
+    chunks = []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > ADMIN_BODY_LIMIT:
+            raise RequestTooLargeError(f"An admin request takes at most {ADMIN_BODY_LIMIT} bytes")
+        chunks.append(chunk)
+    return decode(b"".join(chunks), AdminModelRequest)
+
+
+def _json(obj: object, status: int = 200) -> Response:
+    return Response(encode(obj), status_code=status, media_type="application/json")
+
+
+async def health(request: Request) -> Response:
+    """``GET /health`` and ``/``: 503 when no node is healthy (for load balancers)."""
+    view = health_view(context(request.scope).nodes)
+    return _json(view, 200 if view.nodes.healthy else 503)
+
+
+async def fleet(request: Request) -> Response:
+    """``GET /fleet``: nodes, devices, models, as last polled."""
+    ctx = context(request.scope)
+    return _json(fleet_view(ctx.nodes, ctx.catalogue))
+
+
+async def list_models(request: Request) -> Response:
+    """``GET /v1/models``: every model the fleet can serve now, aliases included."""
+    return _json(context(request.scope).catalogue.model_list())
+
+
+async def get_model(request: Request) -> Response:
+    """``GET /v1/models/{id}`` (the id may hold a slash)."""
+    return _json(context(request.scope).catalogue.card(request.path_params["model_id"]))
+
+
+async def admin_load(request: Request) -> Response:
+    """``POST /admin/models/load``: load a model (on a node, or where placement says)."""
+    ctx = context(request.scope)
+    body = await _admin_body(request)
+    model_id = ctx.catalogue.resolve(body.model)
+    node = await ctx.router.load(model_id, body.node, force=body.force)
+    return _json(AdminLoaded(model=model_id, node=node.name))
+
+
+async def admin_unload(request: Request) -> Response:
+    """``POST /admin/models/unload``: unload a model from a node, or from every node."""
+    ctx = context(request.scope)
+    body = await _admin_body(request)
+    model_id = ctx.catalogue.canonical(body.model)
+    nodes = await ctx.router.unload(model_id, body.node, force=body.force)
+    return _json(AdminUnloaded(model=model_id, nodes=nodes))
+
+
+def routes() -> list[BaseRoute]:
+    """Every route of the gateway's client listener."""
+    return [  # the busiest first: Starlette tries them in order
+        Route("/v1/chat/completions", InferenceEndpoint("/v1/chat/completions"), methods=["POST"]),
+        Route("/v1/completions", InferenceEndpoint("/v1/completions"), methods=["POST"]),
+        Route("/", health, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/fleet", fleet, methods=["GET"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+        Route("/admin/models/load", admin_load, methods=["POST"]),
+        Route("/admin/models/unload", admin_unload, methods=["POST"]),
+    ]
