@@ -1,0 +1,119 @@
+"""The whole stack for real: `cortex serve` in front of `neuron serve` running vLLM's CPU build
+with the tiny model. The OpenAI SDK lists models, chats and streams through the gateway; the
+first request loads the model on demand."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(600)]
+
+MODEL = "cortex/tiny-chat"
+
+
+class Process:
+    """A daemon of ours as a subprocess, its log read until it says where it listens."""
+
+    def __init__(self, command: list[str], listening: re.Pattern[str]) -> None:
+        self.popen = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        assert self.popen.stderr is not None
+        for line in self.popen.stderr:
+            if match := listening.search(line):
+                self.url = match[1]
+                break
+        else:
+            raise AssertionError(f"{command[3]} exited before listening")
+        self._drain = threading.Thread(target=self.popen.stderr.read, daemon=True)
+        self._drain.start()
+
+    def stop(self) -> int:
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=120)
+        finally:
+            self.popen.kill()
+            self.popen.wait()
+            self._drain.join()
+            assert self.popen.stderr is not None
+            self.popen.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from cortex_neuron.tiny import build_tiny_model
+
+    folder = tmp_path_factory.mktemp("stack")
+    build_tiny_model(folder / "models")
+    (folder / "neuron.toml").write_text(
+        f'host = "127.0.0.1"\nport = 0\n[harness.vllm]\nmodel_dirs = ["{folder / "models"}"]\n'
+        "cpu_memory_mb = 1024\nengine_args = { enforce_eager = true }\n"
+    )
+    neuron = Process(
+        [sys.executable, "-m", "cortex_neuron", "serve", "-c", str(folder / "neuron.toml")],
+        re.compile(r"listening on (http://\S+)"),
+    )
+    (folder / "models.toml").write_text(
+        f'[[models]]\nid = "{MODEL}"\nvram_mb = 300\nmax_model_len = 512\naliases = ["tiny"]\n'
+    )
+    (folder / "cortex.toml").write_text(
+        'models_config = "models.toml"\n[gateway]\npoll_interval_s = 0.5\n'
+        f'[[neurons]]\nname = "local"\nendpoint = "{neuron.url}"\n'
+    )
+    gateway = Process(
+        [
+            sys.executable,
+            "-m",
+            "cortex_cli",
+            "serve",
+            "-c",
+            str(folder / "cortex.toml"),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        re.compile(r"cortex gateway on (http://\S+), metrics"),
+    )
+    try:
+        yield gateway.url
+    finally:
+        assert gateway.stop() == 0
+        assert neuron.stop() == 0
+
+
+def test_models_are_listed_before_anything_is_loaded(stack: str) -> None:
+    with openai.OpenAI(base_url=f"{stack}/v1", api_key="x", max_retries=0) as client:
+        listed = {m.id for m in client.models.list().data}
+    assert {MODEL, "tiny"} <= listed
+
+
+def test_a_cold_chat_loads_the_model_then_streams(stack: str) -> None:
+    with openai.OpenAI(base_url=f"{stack}/v1", api_key="x", max_retries=0, timeout=600) as client:
+        reply = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8
+        )
+        assert reply.usage is not None
+        assert 0 < reply.usage.completion_tokens <= 8
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=32000,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        chunks = list(stream)
+    contents = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta]
+    assert sum(1 for c in contents if c) > 100
+    assert all(c.usage is None for c in chunks)  # the usage chunk the gateway asked for is dropped
+    fleet = httpx.get(f"{stack}/fleet", timeout=10).json()
+    (model,) = [m for m in fleet["nodes"][0]["models"] if m["id"] == MODEL]
+    assert model["status"] == "loaded"
+    assert json.dumps(fleet["models"])  # the fleet view is JSON all the way down

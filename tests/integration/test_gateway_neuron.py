@@ -1,0 +1,107 @@
+"""The gateway in front of the real neuron code (its fake engine), both in this process: the
+contract of DESIGN §3 as the two actually speak it, without vLLM."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from cortex_core.config import (
+    GatewayConfig,
+    GatewayOptions,
+    HarnessOptions,
+    ModelProfile,
+    ModelsConfig,
+    NeuronConfig,
+    NeuronPeer,
+    VllmOptions,
+)
+from cortex_gateway.testing import running_gateway, scrape
+from cortex_neuron.app import build_context, create_app
+from cortex_neuron.context import AppContext
+from cortex_neuron.engine.fake import FakeStarter
+from cortex_neuron.testing import fake_model, serving
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class NoGpu:
+    class NVMLError(Exception):
+        pass
+
+    def nvmlInit(self) -> None:
+        raise self.NVMLError("NVML Shared Library Not Found")
+
+
+@pytest.fixture
+async def neuron(tmp_path: Path) -> AsyncIterator[tuple[str, AppContext, FakeStarter]]:
+    fake_model(tmp_path, "org/tiny")
+    fake_model(tmp_path, "org/other")
+    options = VllmOptions(model_dirs=(str(tmp_path),), cpu_memory_mb=1000)
+    starter = FakeStarter(load_delay=0.2)
+    ctx = build_context(NeuronConfig(harness=HarnessOptions(vllm=options)), starter, nvml=NoGpu())
+    async with serving(create_app(ctx)) as url:
+        yield url, ctx, starter
+
+
+def gateway_config(url: str) -> GatewayConfig:
+    return GatewayConfig(
+        gateway=GatewayOptions(poll_interval_s=0.05),
+        neurons=(NeuronPeer(name="box", endpoint=url),),
+    )
+
+
+MODELS = ModelsConfig(
+    models=(ModelProfile(id="org/tiny", vram_mb=300, max_model_len=256, aliases=("tiny",)),)
+)
+
+
+async def test_a_cold_request_loads_through_the_neuron_then_streams(neuron):
+    url, ctx, starter = neuron
+    async with running_gateway(gateway_config(url), MODELS) as gateway:
+        client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+        async with client:
+            listed = {m.id for m in (await client.models.list()).data}
+            assert listed == {"org/tiny", "tiny", "org/other"}
+            reply = await client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+            )
+            assert reply.choices[0].message.content == "tok0 tok1 tok2"
+            stream = await client.chat.completions.create(
+                model="org/tiny",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=4,
+                stream=True,
+            )
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+            assert text == "tok0 tok1 tok2 tok3 "
+        (plan,) = starter.plans
+        assert plan.model_id == "org/tiny"
+        assert plan.memory_mb == 300
+        assert plan.max_model_len == 256
+        assert [m.status for m in ctx.lifecycle.models() if m.id == "org/tiny"] == ["loaded"]
+        samples = await scrape(gateway.metrics_url)
+        assert (
+            samples[
+                ("cortex_cold_starts_total", frozenset({("model", "org/tiny"), ("node", "box")}))
+            ]
+            == 1
+        )
+
+
+async def test_the_neurons_own_errors_reach_the_client(neuron):
+    url, _, _ = neuron
+    async with running_gateway(gateway_config(url), MODELS) as gateway:
+        client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+        async with client:
+            with pytest.raises(openai.BadRequestError) as info:
+                await client.chat.completions.create(
+                    model="tiny", messages=[{"role": "user", "content": "word " * 400}]
+                )
+            assert info.value.code == "context_length_exceeded"
+            with pytest.raises(openai.NotFoundError) as missing:
+                await client.chat.completions.create(
+                    model="org/absent", messages=[{"role": "user", "content": "x"}]
+                )
+            assert missing.value.code == "model_not_found"
