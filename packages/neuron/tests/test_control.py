@@ -443,7 +443,7 @@ async def test_engine_crash_marks_the_model_failed(make_neuron):
         assert refused.json()["error"]["code"] == "model_not_loaded"
         await asyncio.sleep(0.05)
         assert engine.shut_down
-        metrics = (await neuron.http.get("/metrics/")).text
+        metrics = (await neuron.http.get("/metrics")).text
         assert 'neuron_engine_failures_total{model="org/alpha"} 1.0' in metrics
         assert (await neuron.load(memory_mb=300)).status_code == 200
 
@@ -490,7 +490,7 @@ async def test_default_models_load_in_the_background(make_neuron):
 async def test_auth_token(make_neuron):
     async with make_neuron(auth_token="s3cret") as neuron:
         assert (await neuron.http.get("/health")).status_code == 200
-        for path in ("/models", "/discovery", "/v1/models", "/metrics/"):
+        for path in ("/models", "/discovery", "/v1/models", "/metrics"):
             response = await neuron.http.get(path)
             assert response.status_code == 401, path
             assert response.json()["error"]["type"] == "authentication_error"
@@ -514,7 +514,7 @@ async def test_metrics(neuron):
     await neuron.load(memory_mb=100)
     await neuron.load("beta", memory_mb=5000)
     assert (await _chat(neuron)).status_code == 200
-    text = (await neuron.http.get("/metrics/")).text
+    text = (await neuron.http.get("/metrics")).text
     assert 'neuron_model_loads_total{model="org/alpha",result="ok"} 1.0' in text
     assert 'neuron_model_loads_total{model="beta",result="out_of_memory"}' not in text
     assert 'neuron_model_load_seconds_count{model="org/alpha"} 1.0' in text
@@ -522,7 +522,7 @@ async def test_metrics(neuron):
     assert 'neuron_requests_in_flight{model="org/alpha"} 0.0' in text
     assert 'neuron_model_loaded{model="org/alpha"} 1.0' in text
     await neuron.http.post("/models/unload", json={"model_id": "org/alpha"})
-    text = (await neuron.http.get("/metrics/")).text
+    text = (await neuron.http.get("/metrics")).text
     assert 'neuron_model_unloads_total{model="org/alpha"} 1.0' in text
     assert 'neuron_model_loaded{model="org/alpha"} 0.0' in text
 

@@ -71,7 +71,7 @@ class Neuron:
         return next(m["status"] for m in self.http.get("/models").json() if m["id"] == model)
 
     def metric(self, name: str, model: str) -> float:
-        for line in self.http.get("/metrics/").text.splitlines():
+        for line in self.http.get("/metrics").text.splitlines():
             if line.startswith(f'{name}{{model="{model}"'):
                 return float(line.rsplit(" ", 1)[1])
         raise AssertionError(f"no {name} for {model}")

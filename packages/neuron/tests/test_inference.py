@@ -174,7 +174,7 @@ async def test_a_client_that_disconnects_before_a_whole_answer_aborts_it(make_ne
         request.cancel()
         await _eventually(lambda: not engine.running)
         await _eventually(lambda: neuron.ctx.lifecycle.activity()[0].in_flight == 0)
-        text = (await neuron.http.get("/metrics/")).text
+        text = (await neuron.http.get("/metrics")).text
         assert 'neuron_requests_total{model="org/alpha",route="chat",status="499"} 1.0' in text
 
 
@@ -199,7 +199,7 @@ async def test_admission_refuses_beyond_the_queue_and_the_count_survives_cancels
         await _eventually(lambda: neuron.ctx.lifecycle.activity()[0].in_flight == 0)
         assert neuron.ctx.lifecycle.activity()[0].queued == 0
         assert (await neuron.http.post("/v1/chat/completions", json=chat_body())).status_code == 200
-        text = (await neuron.http.get("/metrics/")).text
+        text = (await neuron.http.get("/metrics")).text
         assert 'neuron_requests_rejected_total{model="org/alpha",reason="queue_full"} 1.0' in text
 
 

@@ -17,7 +17,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from cortex_core import codec
 from cortex_core.config import NeuronConfig
@@ -73,7 +74,7 @@ def create_app(ctx: AppContext) -> Starlette:
         Route("/v1/models", inference.list_models),
         Route("/v1/chat/completions", inference.chat_completions, methods=["POST"]),
         Route("/v1/completions", inference.completions, methods=["POST"]),
-        Mount("/metrics", make_asgi_app(registry=ctx.metrics.registry)),
+        Route("/metrics", _Exposition(ctx.metrics.registry), methods=["GET"]),
     ]
     middleware = [Middleware(RequestLogMiddleware)]
     if ctx.config.auth_token:
@@ -91,6 +92,16 @@ def create_app(ctx: AppContext) -> Starlette:
     )
     app.state.context = ctx
     return app
+
+
+class _Exposition:
+    """``GET /metrics`` itself (a mounted app would answer only ``/metrics/``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._app = make_asgi_app(registry=registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 @contextlib.asynccontextmanager
