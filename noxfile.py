@@ -247,6 +247,13 @@ def engine(session: nox.Session) -> None:
     )
 
 
+@nox.session(python=PYTHON, default=False)
+def gpu(session: nox.Session) -> None:
+    """Opt-in, on a host with NVIDIA GPUs: NVML discovery against nvidia-smi (tests/gpu)."""
+    session.install(*editable(PACKAGES["neuron"]), *pins(*TEST_TOOLS))
+    session.run("pytest", "-m", "gpu", "tests/gpu", *session.posargs)
+
+
 @nox.session(python=False, default=False)
 def bench_neuron(session: nox.Session) -> None:
     """The neuron against `vllm serve` on the tiny model (benchmarks/neuron.py; not a test)."""

@@ -259,7 +259,18 @@ def test_tokenize(neuron: Neuron) -> None:
 
 
 def test_two_models_at_once_within_their_budgets(neuron: Neuron) -> None:
-    response = load(neuron, B, memory_mb=400, max_model_len=LONG, tool_call_parser="hermes")
+    from cortex_neuron.tiny import CHAT_TEMPLATE
+
+    # B gets a chat template of its own from the load request: a system line before the chat.
+    template = "<|im_start|>system\nYou are B.<|im_end|>\n" + CHAT_TEMPLATE
+    response = load(
+        neuron,
+        B,
+        memory_mb=400,
+        max_model_len=LONG,
+        tool_call_parser="hermes",
+        chat_template=template,
+    )
     assert response.status_code == 200
     health = neuron.http.get("/health").json()
     assert health["devices"][0]["memory_used_mb"] == 700
@@ -269,9 +280,32 @@ def test_two_models_at_once_within_their_budgets(neuron: Neuron) -> None:
             model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
         assert reply.model == model
-    too_big = load(neuron, "cortex/tiny-chat", memory_mb=300)
-    assert too_big.status_code == 200  # already loaded: no second engine
+    again = load(neuron, A, memory_mb=300)
+    assert again.status_code == 200  # already loaded: no second engine
     assert len([p for p in neuron.engines() if p.name().startswith("VLLM::EngineCore")]) == 2
+    messages = [{"role": "user", "content": "hello"}]
+    counts = {
+        model: neuron.http.post("/tokenize", json={"model": model, "messages": messages}).json()
+        for model in (A, B)
+    }
+    assert counts[B]["count"] > counts[A]["count"]  # B's template is in effect
+    assert counts[B]["max_model_len"] == LONG
+
+
+def test_the_tiny_model_is_built_the_same_every_time_and_cached(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    from cortex_neuron.tiny import build_tiny_model
+
+    again = build_tiny_model(tmp_path, A)
+    for name in ("model.safetensors", "tokenizer.json", "config.json", "chat_template.jinja"):
+        assert (again / name).read_bytes() == (model_dir / A / name).read_bytes(), name
+    written = (again / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_model(tmp_path, A) == again
+    assert (again / "model.safetensors").stat().st_mtime_ns == written
+    assert (tmp_path / B).exists() is False
+    other = build_tiny_model(tmp_path, B, seed=1)
+    assert (other / "model.safetensors").read_bytes() != (again / "model.safetensors").read_bytes()
 
 
 def test_tool_calls_with_a_parser(neuron: Neuron) -> None:
