@@ -68,7 +68,7 @@ class Neuron:
         return [p for p in children if p.name().startswith("VLLM::")]
 
     def status(self, model: str) -> str:
-        return next(m["status"] for m in self.http.get("/models").json() if m["id"] == model)
+        return str(next(m["status"] for m in self.http.get("/models").json() if m["id"] == model))
 
     def metric(self, name: str, model: str) -> float:
         for line in self.http.get("/metrics").text.splitlines():
@@ -236,12 +236,14 @@ def test_bad_chat_input(neuron: Neuron, body: bytes, code: str) -> None:
 
 
 def test_tools_without_a_parser_are_answered_as_text(neuron: Neuron) -> None:
-    for choice in ("auto", "required", {"type": "function", "function": {"name": "get_weather"}}):
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    choices: list[Any] = ["auto", "required", named]
+    for choice in choices:
         reply = neuron.sdk.chat.completions.create(
             model=A,
             messages=[{"role": "user", "content": "weather in Oslo?"}],
             tools=TOOLS,
-            tool_choice=choice,  # type: ignore[arg-type]
+            tool_choice=choice,
             max_tokens=8,
         )
         assert isinstance(reply.choices[0].message.content, str)
@@ -321,8 +323,8 @@ def test_tool_calls_with_a_parser(neuron: Neuron) -> None:
     )
     assert reply.choices[0].finish_reason == "tool_calls"
     (tool_call,) = reply.choices[0].message.tool_calls or []
-    assert tool_call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert json.loads(tool_call.function.arguments) == {"city": "Oslo"}  # type: ignore[union-attr]
+    assert tool_call.function.name == "get_weather"
+    assert json.loads(tool_call.function.arguments) == {"city": "Oslo"}
     stream = neuron.sdk.chat.completions.create(
         model=B, messages=messages, tools=TOOLS, max_tokens=64, extra_body=forced, stream=True
     )
