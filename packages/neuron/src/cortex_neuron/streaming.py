@@ -1,7 +1,8 @@
 """Answering from an engine: SSE streams and whole responses, tied to the request's lifetime.
 
-- A stream sends an SSE comment (``: keep-alive``) whenever the engine has been silent for a
-  second (a long prefill), so that clients and proxies do not give up.
+- A stream sends an SSE comment (``: keep-alive``) every second until the engine's first event
+  (a long prefill), so that clients and proxies do not give up; after that, events pass
+  straight through.
 - A client that goes away cancels the engine call, streaming or not: the engine aborts the
   request.
 - A request that is aborted (forced unload, dead engine, shutdown) or fails after its stream
@@ -10,8 +11,9 @@
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -85,66 +87,68 @@ class EventStream:
         self._keepalive_s = keepalive_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Send the stream until it ends or the client goes away."""
+        """Send the stream until it ends, the client goes away or the request is aborted."""
         pump = asyncio.ensure_future(self._pump(send))
         gone = asyncio.ensure_future(_disconnected(receive))
+        aborted = asyncio.ensure_future(self._ticket.aborted.wait())
         try:
-            await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((pump, gone, aborted), return_when=asyncio.FIRST_COMPLETED)
             if pump.done():
                 pump.result()
+            elif aborted.done():
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+                assert self._ticket.abort_error is not None
+                await _end(send, self._ticket.abort_error)
             else:
                 logger.info("client went away; request aborted")
         finally:
-            pump.cancel()
-            gone.cancel()
-            await asyncio.gather(pump, gone, return_exceptions=True)
+            for task in (pump, gone, aborted):
+                task.cancel()
+            await asyncio.gather(pump, gone, aborted, return_exceptions=True)
             await _close(self._chunks)
             self._ticket.release()
             self._on_end()
 
     async def _pump(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-        async for event in self._events():
-            await send({"type": "http.response.body", "body": event, "more_body": True})
+        try:
+            async with contextlib.aclosing(self._events()) as events:
+                async for event in events:
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+        except CortexError as exc:
+            await _end(send, exc)
+            return
+        except Exception as exc:  # any failure must reach the client as an event
+            logger.exception("the engine failed mid-stream")
+            await _end(send, EngineError(f"the engine failed: {type(exc).__name__}"))
+            return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _events(self) -> AsyncIterator[bytes]:
-        aborted = asyncio.ensure_future(self._ticket.aborted.wait())
+    async def _events(self) -> AsyncGenerator[bytes, None]:
+        # Until the first event (the prefill) a comment keeps the line alive every second; after
+        # it, events pass straight through: nothing per event but the send.
         chunks = aiter(self._chunks)
-        pending: asyncio.Future[bytes] | None = None
+        first = asyncio.ensure_future(anext(chunks))
         try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(chunks))
-                await asyncio.wait(
-                    (pending, aborted),
-                    timeout=self._keepalive_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if aborted.done():
-                    assert self._ticket.abort_error is not None
-                    raise self._ticket.abort_error
-                if not pending.done():
-                    yield KEEPALIVE
-                    continue
-                try:
-                    chunk = pending.result()
-                except StopAsyncIteration:
-                    return
-                pending = None
-                yield chunk
-        except CortexError as exc:
-            yield error_event(exc)
-            yield DONE
-        except Exception as exc:
-            logger.exception("the engine failed mid-stream")
-            yield error_event(EngineError(f"the engine failed: {type(exc).__name__}"))
-            yield DONE
+            while not (await asyncio.wait((first,), timeout=self._keepalive_s))[0]:
+                yield KEEPALIVE
         finally:
-            aborted.cancel()
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+            if not first.done():
+                first.cancel()
+                await asyncio.gather(first, return_exceptions=True)
+        try:
+            yield first.result()
+        except StopAsyncIteration:
+            return
+        async for chunk in chunks:
+            yield chunk
+
+
+async def _end(send: Send, exc: CortexError) -> None:
+    """End a started stream with ``exc`` as an error event, then ``data: [DONE]``."""
+    await send({"type": "http.response.body", "body": error_event(exc) + DONE, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _disconnected(receive: Receive) -> None:
