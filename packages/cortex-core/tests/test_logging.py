@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from cortex_core.logging import RequestIdFilter, configure, request_id
+from cortex_core.logging import RequestIdFilter, client_request_id, configure, request_id
 
 
 @pytest.fixture(autouse=True)
@@ -47,3 +47,20 @@ def test_filter_never_drops():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     assert RequestIdFilter().filter(record)
     assert record.__dict__["request_id"] == "-"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([(b"x-request-id", b"req-1")], "req-1"),
+        ([(b"host", b"x"), (b"x-request-id", b"a" * 128)], "a" * 128),
+        ([(b"x-request-id", b"a" * 129)], None),
+        ([(b"x-request-id", b"")], None),
+        ([(b"x-request-id", b"two words")], None),
+        ([(b"x-request-id", b"line\nbreak")], None),
+        ([(b"x-request-id", "caf\u00e9".encode())], None),
+        ([(b"host", b"x")], None),
+    ],
+)
+def test_client_request_id(headers, expected):
+    assert client_request_id(headers) == expected

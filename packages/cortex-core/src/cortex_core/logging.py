@@ -14,7 +14,14 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["JsonFormatter", "LogFormat", "RequestIdFilter", "configure", "request_id"]
+__all__ = [
+    "JsonFormatter",
+    "LogFormat",
+    "RequestIdFilter",
+    "client_request_id",
+    "configure",
+    "request_id",
+]
 
 LogFormat = Literal["text", "json"]
 
@@ -22,6 +29,20 @@ request_id: ContextVar[str] = ContextVar("cortex_request_id", default="-")
 """The id of the request being served (``x-request-id``), ``-`` outside requests."""
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The client's ``x-request-id`` from ASGI headers, when it is 1-128 visible ASCII characters.
+
+    Anything else is ignored (a new id is made instead), so that no client can put control
+    characters or megabytes into every log line of its request.
+    """
+    for name, value in headers:
+        if name == b"x-request-id":
+            if 0 < len(value) <= 128 and all(0x21 <= c <= 0x7E for c in value):
+                return value.decode("ascii")
+            return None
+    return None
 
 
 class RequestIdFilter(logging.Filter):

@@ -11,21 +11,11 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cortex_core.logging import request_id
+from cortex_core.logging import client_request_id, request_id
 
-__all__ = ["RequestContextMiddleware", "client_request_id"]
+__all__ = ["RequestContextMiddleware"]
 
 access_logger = logging.getLogger("cortex_gateway.access")
-
-
-def client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The client's ``x-request-id`` when it is 1-128 visible ASCII characters."""
-    for name, value in headers:
-        if name == b"x-request-id":
-            if 0 < len(value) <= 128 and all(0x21 <= c <= 0x7E for c in value):
-                return value.decode("ascii")
-            return None
-    return None
 
 
 class RequestContextMiddleware:

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cortex_core import codec
 from cortex_core.errors import AuthenticationError, EngineError, to_envelope
-from cortex_core.logging import request_id
+from cortex_core.logging import client_request_id, request_id
 
 __all__ = ["AuthMiddleware", "RequestLogMiddleware"]
 
@@ -39,7 +39,7 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        rid = client_request_id(scope["headers"]) or uuid.uuid4().hex
         token = request_id.set(rid)
         started = time.monotonic()
         status = 0
