@@ -6,9 +6,10 @@ downloads weights. It is built deterministically (fixed seed; the tokenizer is t
 folder that already holds the same model does nothing.
 
 A Llama with 2 layers, hidden size 256, 4 heads (2 KV heads), a byte-level BPE of 4096 tokens,
-tied embeddings, bf16: 2.2 M parameters, about 4.6 MB. The ChatML template renders tools, and
-the vocabulary holds ``<tool_call>``/``</tool_call>`` so that vLLM's ``hermes`` tool parser works
-with it. The weights are random: the text it writes is gibberish, and EOS can come at any time.
+tied embeddings, bf16, a context of 8192 tokens: 2.2 M parameters, about 4.6 MB. The ChatML
+template renders tools, and the vocabulary holds ``<tool_call>``/``</tool_call>`` so that vLLM's
+``hermes`` tool parser works with it. The weights are random: the text it writes is gibberish,
+and EOS can come at any time.
 
 Building needs torch, transformers and tokenizers (the neuron's ``[cpu]``/``[vllm]`` extra
 brings them); they are imported only when a model is built.
@@ -26,10 +27,11 @@ __all__ = ["TINY_MODEL_ID", "build_tiny_model"]
 TINY_MODEL_ID = "cortex/tiny-chat"
 """The id the tiny model has in a model dir."""
 
-_RECIPE = 1  # bump when the recipe below changes what is written
+_RECIPE = 2  # bump when the recipe below changes what is written
 _VOCAB = 4096
 _SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"]
 _STAMP = ".cortex-tiny-model"
+_CONTEXT = 8192  # long enough that a test can act while a stream runs (seconds on a CPU)
 
 CHAT_TEMPLATE = (
     "{%- if tools %}<|im_start|>system\nYou may call these tools:\n"
@@ -101,7 +103,7 @@ def _write(out: Path, corpus: str, seed: int) -> None:
         pad_token="<|endoftext|>",
     )
     hf_tok.chat_template = CHAT_TEMPLATE
-    hf_tok.model_max_length = 2048
+    hf_tok.model_max_length = _CONTEXT
     hf_tok.save_pretrained(out)
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -112,7 +114,7 @@ def _write(out: Path, corpus: str, seed: int) -> None:
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=64,
-        max_position_embeddings=2048,
+        max_position_embeddings=_CONTEXT,
         bos_token_id=hf_tok.bos_token_id,
         eos_token_id=hf_tok.eos_token_id,
         pad_token_id=hf_tok.pad_token_id,
