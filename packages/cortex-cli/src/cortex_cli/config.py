@@ -8,6 +8,17 @@ import tomli_w
 from cortex_cli.starter import CORTEX_TOML, MODELS_TOML
 from cortex_core.config import ConfigError, load_gateway_config, redacted
 
+config_option = click.option(
+    "-c",
+    "--config",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("cortex.toml"),
+    show_default=True,
+    help="The gateway's config file.",
+)
+"""The ``-c/--config`` option of every command that reads cortex.toml."""
+
 
 @click.group()
 def config() -> None:
@@ -38,15 +49,7 @@ def init(folder: Path, force: bool) -> None:
 
 
 @config.command()
-@click.option(
-    "-c",
-    "--config",
-    "path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("cortex.toml"),
-    show_default=True,
-    help="The gateway's config file.",
-)
+@config_option
 def check(path: Path) -> None:
     """Load a config and its models.toml; print the effective configuration, secrets redacted."""
     try:

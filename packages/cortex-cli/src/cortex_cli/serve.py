@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from cortex_cli.config import config_option
 from cortex_core.config import ConfigError, GatewayConfig, ModelsConfig, load_gateway_config
 from cortex_core.logging import configure
 from cortex_gateway.server import Listeners, bind, serve as serve_gateway
@@ -25,15 +26,7 @@ async def _run(config: GatewayConfig, models: ModelsConfig, listeners: Listeners
 
 
 @click.command()
-@click.option(
-    "-c",
-    "--config",
-    "path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("cortex.toml"),
-    show_default=True,
-    help="The gateway's config file.",
-)
+@config_option
 @click.option("--listen", metavar="HOST:PORT", help="The client API's address ([gateway] listen).")
 @click.option(
     "--metrics-listen", metavar="HOST:PORT", help="/metrics' address ([gateway] metrics_listen)."
