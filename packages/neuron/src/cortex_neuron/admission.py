@@ -19,8 +19,7 @@ __all__ = ["Gate", "Ticket"]
 class Ticket:
     """One admitted request."""
 
-    def __init__(self, gate: "Gate", request_id: str) -> None:
-        self.request_id = request_id
+    def __init__(self, gate: "Gate") -> None:
         self.aborted = asyncio.Event()
         self.abort_error: CortexError | None = None
         self._gate = gate
@@ -65,7 +64,7 @@ class Gate:
         """Requests waiting in the engine's queue."""
         return self.active - self.in_flight
 
-    def admit(self, request_id: str) -> Ticket:
+    def admit(self) -> Ticket:
         """A ticket for one more request.
 
         Raises:
@@ -79,7 +78,7 @@ class Gate:
                 f"{self.active} requests are running or waiting for this model; retry later",
                 retry_after=1,
             )
-        ticket = Ticket(self, request_id)
+        ticket = Ticket(self)
         self.tickets[id(ticket)] = ticket
         self._idle.clear()
         return ticket

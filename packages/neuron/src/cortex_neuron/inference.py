@@ -69,7 +69,7 @@ async def _infer(request: Request, route: str) -> Response | EventStream:
     assert state.engine is not None
     assert state.gate is not None
     try:
-        ticket = state.gate.admit(request_id.get())
+        ticket = state.gate.admit()
     except CortexError as exc:
         reason = "queue_full" if isinstance(exc, RateLimitError) else exc.code
         ctx.metrics.rejections.labels(model, reason).inc()

@@ -50,7 +50,6 @@ class FakeEngine:
         self.token_delay = token_delay
         self.first_token_delay = first_token_delay
         self.running: set[str] = set()
-        self.bodies: list[dict[str, Any]] = []
         self.shut_down = False
         self._concurrency = concurrency
         self._dead: str | None = None
@@ -108,7 +107,6 @@ class FakeEngine:
         max_tokens = request.get("max_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise InvalidRequestError("max_tokens must be at least 1", param="max_tokens")
-        self.bodies.append(request)
         return request
 
     async def _answer(
