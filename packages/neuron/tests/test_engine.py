@@ -107,7 +107,11 @@ def start_neuron(model_dir: Path, folder: Path) -> Neuron:
         [sys.executable, "-m", "cortex_neuron", "serve", "-c", str(config), "--log-format", "json"],
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group, like a terminal's foreground job
+        # Its own process group in this session, like a terminal's job. Not a session of its
+        # own: the kernel schedules each session as a group, and vLLM's engine processes spin
+        # on sched_yield while they generate, which on two cores starved this test process
+        # (runnable, not run) for ~12 s at a time, so streams seemed to arrive all at once.
+        process_group=0,
     )
     assert process.stderr is not None
     for line in process.stderr:
