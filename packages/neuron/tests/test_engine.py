@@ -143,6 +143,17 @@ def load(neuron: Neuron, model: str, **spec: Any) -> httpx.Response:
     return neuron.http.post("/models/load", json=body)
 
 
+def long_stream(model: str) -> dict[str, Any]:
+    """A streamed chat of ~8,000 tokens: ~10 s here, long enough to act while it runs."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": LONG - 100,
+        "ignore_eos": True,
+        "stream": True,
+    }
+
+
 def test_five_concurrent_loads_start_one_engine_and_health_stays_fast(neuron: Neuron) -> None:
     latencies: list[float] = []
     with ThreadPoolExecutor(5) as pool:
@@ -355,13 +366,7 @@ def test_tool_calls_with_a_parser(neuron: Neuron) -> None:
 
 
 def test_a_client_that_disconnects_mid_stream_aborts_the_request(neuron: Neuron) -> None:
-    body = {
-        "model": B,
-        "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": LONG - 100,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = long_stream(B)
     started = time.monotonic()
     with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
         lines = response.iter_lines()
@@ -380,13 +385,7 @@ def test_a_client_that_disconnects_mid_stream_aborts_the_request(neuron: Neuron)
 
 def test_unload_of_a_busy_model_is_409_and_drain_waits(neuron: Neuron) -> None:
     engines_before = {p.pid for p in neuron.engines()}
-    body = {
-        "model": B,
-        "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": LONG - 100,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = long_stream(B)
     started = time.monotonic()
     with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
@@ -437,13 +436,7 @@ def test_sigterm_during_a_stream(model_dir: Path, tmp_path: Path, to_the_group: 
     try:
         assert load(neuron, A, max_model_len=LONG).status_code == 200
         engines = neuron.engines()
-        body = {
-            "model": A,
-            "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": LONG - 100,
-            "ignore_eos": True,
-            "stream": True,
-        }
+        body = long_stream(A)
         with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
             lines = response.iter_lines()
             next(lines)
