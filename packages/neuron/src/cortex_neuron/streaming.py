@@ -2,7 +2,7 @@
 
 - A stream sends an SSE comment (``: keep-alive``) every second until the engine's first event
   (a long prefill), so that clients and proxies do not give up; after that, events pass
-  straight through, each followed by a turn of the event loop for everyone else.
+  straight through.
 - A client that goes away cancels the engine call, streaming or not: the engine aborts the
   request.
 - A request that is aborted (forced unload, dead engine, shutdown) or fails after its stream
@@ -116,11 +116,6 @@ class EventStream:
             async with contextlib.aclosing(self._events()) as events:
                 async for event in events:
                     await send({"type": "http.response.body", "body": event, "more_body": True})
-                    # Neither vLLM (events already queued) nor Hypercorn (a socket with room)
-                    # need to wait, so without this a stream that has fallen behind its engine
-                    # would hold the event loop to its end: /health, other streams and the
-                    # engines' output handlers would all wait on it.
-                    await asyncio.sleep(0)
         except CortexError as exc:
             await _end(send, exc)
             return
