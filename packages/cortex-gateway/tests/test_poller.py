@@ -7,7 +7,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from cortex_gateway.poller import poll_timeout
+from cortex_gateway.fleet.poller import poll_timeout
 from cortex_gateway.testing import FakeNeuron, eventually, fleet_config, running_gateway, scrape
 
 pytestmark = pytest.mark.timeout(30)

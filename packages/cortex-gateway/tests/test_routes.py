@@ -166,7 +166,7 @@ async def test_unknown_routes_and_methods_get_the_envelope(neuron):
 
 
 async def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(neuron, monkeypatch):
-    from cortex_gateway.catalogue import Catalogue
+    from cortex_gateway.fleet.catalogue import Catalogue
 
     def broken(self):
         raise RuntimeError("a bug")

@@ -8,7 +8,7 @@ import urllib.request
 import click
 import msgspec
 
-from cortex_gateway.status import FleetView, NodeView
+from cortex_gateway.fleet.views import FleetView, NodeView
 
 
 def _fetch(url: str, api_key: str | None) -> FleetView:

@@ -16,15 +16,15 @@ from starlette.middleware import Middleware
 
 from cortex_core.config import GatewayConfig, ModelsConfig
 from cortex_gateway.auth import AuthMiddleware, Keys
-from cortex_gateway.catalogue import Catalogue
 from cortex_gateway.context import AppContext
+from cortex_gateway.control.lifecycle import Lifecycle, read_templates
+from cortex_gateway.control.routing import Router
 from cortex_gateway.errors import EXCEPTION_HANDLERS
-from cortex_gateway.fleet import Node
-from cortex_gateway.lifecycle import Lifecycle, read_templates
+from cortex_gateway.fleet.catalogue import Catalogue
+from cortex_gateway.fleet.node import Node
+from cortex_gateway.fleet.poller import Poller
 from cortex_gateway.metrics import Metrics
 from cortex_gateway.middleware import RequestContextMiddleware
-from cortex_gateway.poller import Poller
-from cortex_gateway.router import Router
 from cortex_gateway.routes import routes
 from cortex_gateway.upstream import AiohttpUpstream
 

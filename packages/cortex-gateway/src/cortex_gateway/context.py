@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from starlette.types import Scope
 
 from cortex_core.config import GatewayConfig
-from cortex_gateway.catalogue import Catalogue
-from cortex_gateway.fleet import Node
+from cortex_gateway.control.routing import Router
+from cortex_gateway.fleet.catalogue import Catalogue
+from cortex_gateway.fleet.node import Node
 from cortex_gateway.metrics import Metrics
-from cortex_gateway.router import Router
 from cortex_gateway.upstream import Upstream
 
 __all__ = ["AppContext", "context"]

@@ -1,6 +1,6 @@
 """The gateway's HTTP routes (DESIGN §4), as a plain list; handlers read the app's context.
 
-The OpenAI inference routes are raw ASGI apps (:mod:`cortex_gateway.proxy`); the rest are small
+The OpenAI inference routes are raw ASGI apps (:mod:`cortex_gateway.inference.exchange`); the rest are small
 Starlette handlers over the fleet's polled state, plus the operator's load and unload.
 """
 
@@ -14,8 +14,8 @@ from starlette.routing import BaseRoute, Route
 from cortex_core import decode, encode
 from cortex_core.errors import RequestTooLargeError
 from cortex_gateway.context import context
-from cortex_gateway.proxy import InferenceEndpoint
-from cortex_gateway.status import fleet_view, health_view
+from cortex_gateway.fleet.views import fleet_view, health_view
+from cortex_gateway.inference.exchange import InferenceEndpoint
 
 __all__ = ["ADMIN_BODY_LIMIT", "AdminLoaded", "AdminModelRequest", "AdminUnloaded", "routes"]
 

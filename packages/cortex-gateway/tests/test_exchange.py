@@ -12,7 +12,7 @@ import pytest
 
 from cortex_core.config import ModelProfile, ModelsConfig
 from cortex_core.wire.inference import InferenceRequest
-from cortex_gateway.proxy import edit_body
+from cortex_gateway.inference.exchange import edit_body
 from cortex_gateway.testing import FakeNeuron, fleet_config, running_gateway
 
 pytestmark = pytest.mark.timeout(30)

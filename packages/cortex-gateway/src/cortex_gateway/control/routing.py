@@ -2,7 +2,7 @@
 
 Among the healthy nodes where the model is loaded, the one with the fewest requests in flight
 wins (this gateway's live count, then the neuron's). Failing that, a load: joined where one is
-under way, else placed by :func:`~cortex_gateway.placement.first_fit`. A load refused by a
+under way, else placed by :func:`~cortex_gateway.placement.policy.first_fit`. A load refused by a
 neuron is retried elsewhere as DESIGN §3's table allows. Reads the fleet's state from memory;
 never waits on the poller. Operator loads and unloads (``/admin``) go through the same code.
 """
@@ -21,10 +21,10 @@ from cortex_core.errors import (
     ServiceUnavailableError,
     ShuttingDownError,
 )
-from cortex_gateway.catalogue import Catalogue
-from cortex_gateway.fleet import Node
-from cortex_gateway.lifecycle import Lifecycle, load_spec
-from cortex_gateway.placement import Candidate, Need, Placement, first_fit, pick_devices
+from cortex_gateway.control.lifecycle import Lifecycle, load_spec
+from cortex_gateway.fleet.catalogue import Catalogue
+from cortex_gateway.fleet.node import Node
+from cortex_gateway.placement.policy import Candidate, Need, Placement, first_fit, pick_devices
 from cortex_gateway.upstream import ConnectError
 
 __all__ = ["RETRY_AFTER_S", "Router", "Target"]

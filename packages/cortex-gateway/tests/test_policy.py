@@ -3,7 +3,7 @@
 import pytest
 
 from cortex_core.config import ModelProfile
-from cortex_gateway.placement import (
+from cortex_gateway.placement.policy import (
     Candidate,
     DeviceRoom,
     Need,

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from cortex_core.errors import CortexError
 from cortex_core.wire.control import Discovery, Health, ModelInfo
-from cortex_gateway.fleet import Node
+from cortex_gateway.fleet.node import Node
 from cortex_gateway.metrics import Metrics
 from cortex_gateway.upstream import Upstream
 

@@ -29,10 +29,10 @@ from cortex_core.errors import (
 )
 from cortex_core.wire.inference import InferenceRequest, UsageReport
 from cortex_gateway.context import AppContext, context
+from cortex_gateway.control.routing import Target
 from cortex_gateway.errors import refuse_unread, send_error
+from cortex_gateway.inference.openai import StreamRelay
 from cortex_gateway.metrics import UNKNOWN, RequestSeries
-from cortex_gateway.router import Target
-from cortex_gateway.streaming import StreamRelay
 from cortex_gateway.upstream import ConnectError, UpstreamResponse, peer_error
 
 __all__ = ["InferenceEndpoint", "edit_body"]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cortex_core.errors import UpstreamError
-from cortex_gateway.streaming import StreamRelay
+from cortex_gateway.inference.openai import StreamRelay
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 TOKEN = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'

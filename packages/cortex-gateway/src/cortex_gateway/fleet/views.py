@@ -10,8 +10,8 @@ import msgspec
 
 from cortex_core.wire.control import ModelStatus
 from cortex_core.wire.models import ModelLocation
-from cortex_gateway.catalogue import Catalogue
-from cortex_gateway.fleet import Node
+from cortex_gateway.fleet.catalogue import Catalogue
+from cortex_gateway.fleet.node import Node
 
 __all__ = [
     "DeviceView",

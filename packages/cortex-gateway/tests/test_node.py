@@ -6,8 +6,8 @@ import msgspec
 
 from cortex_core.config import NeuronPeer
 from cortex_core.wire.control import Device, DeviceHealth, Discovery, Health, ModelInfo
-from cortex_gateway.fleet import Node, Reservation
-from cortex_gateway.placement import DeviceRoom
+from cortex_gateway.fleet.node import Node, Reservation
+from cortex_gateway.placement.policy import DeviceRoom
 
 PEER = NeuronPeer(name="n1", endpoint="http://127.0.0.1:1")
 DISCOVERY = Discovery(

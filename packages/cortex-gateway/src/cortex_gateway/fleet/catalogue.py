@@ -13,8 +13,8 @@ from cortex_core.config import ModelProfile, ModelsConfig
 from cortex_core.errors import ModelNotFoundError
 from cortex_core.ids import check_model_id
 from cortex_core.wire.models import ModelCard, ModelList, ModelLocation
-from cortex_gateway.fleet import Node
-from cortex_gateway.placement import Need, fits
+from cortex_gateway.fleet.node import Node
+from cortex_gateway.placement.policy import Need, fits
 
 __all__ = ["Catalogue"]
 

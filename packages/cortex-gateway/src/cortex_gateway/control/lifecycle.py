@@ -22,9 +22,9 @@ from cortex_core.wire.control import (
     UnloadRequest,
     UnloadResponse,
 )
-from cortex_gateway.fleet import Node, Reservation
+from cortex_gateway.fleet.node import Node, Reservation
 from cortex_gateway.metrics import Metrics
-from cortex_gateway.placement import Need
+from cortex_gateway.placement.policy import Need
 from cortex_gateway.upstream import Upstream
 
 __all__ = ["CONTROL_TIMEOUT_S", "Lifecycle", "load_spec", "read_templates"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from cortex_core.config import NeuronPeer
 from cortex_core.wire.control import Discovery, Health, ModelInfo, ModelStatus
-from cortex_gateway.placement import DeviceRoom
+from cortex_gateway.placement.policy import DeviceRoom
 
 __all__ = ["Node", "Reservation"]
 
