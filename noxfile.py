@@ -4,6 +4,7 @@
 """
 
 import os
+import re
 import shutil
 import sys
 import tomllib
@@ -38,6 +39,8 @@ class Package:
     local_deps: tuple[str, ...]
     coverage_floor: int
     scripts: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()
+    """Its own extras that its tests need (installed with it, editable)."""
 
     @property
     def path(self) -> Path:
@@ -59,6 +62,29 @@ class Package:
         assert isinstance(deps, list)
         return [str(d) for d in deps]
 
+    def extra_dependencies(self, extras: list[str]) -> list[str]:
+        """What its optional ``extras`` add."""
+        optional = self.project.get("optional-dependencies", {})
+        assert isinstance(optional, dict)
+        return [str(dep) for extra in extras for dep in optional[extra]]
+
+    def third_party(self) -> list[str]:
+        """Every dependency from outside the repository that it needs, its local ones' included.
+
+        A local dependency's extras count (``helexa-cortex-core[server]`` brings Hypercorn).
+        """
+        found: list[str] = []
+        for package in self.closure():
+            for dep in package.dependencies + package.extra_dependencies(list(package.extras)):
+                local = LOCAL_DEP.match(dep)
+                if local is None:
+                    found.append(dep)
+                else:
+                    extras = [e.strip() for e in (local["extras"] or "").split(",") if e.strip()]
+                    owner = next(p for p in PACKAGES.values() if p.dist == local["name"])
+                    found += owner.extra_dependencies(extras)
+        return list(dict.fromkeys(found))
+
     def closure(self) -> list["Package"]:
         """This package and every local package it depends on, dependencies first."""
         found: list[Package] = []
@@ -67,10 +93,13 @@ class Package:
         return [*found, self]
 
 
+LOCAL_DEP = re.compile(r"^(?P<name>helexa-[a-z-]+)(\[(?P<extras>[^]]*)\])?")
+"""A dependency on another package of the repository, with its extras."""
+
 PACKAGES = {
     p.folder: p
     for p in (
-        Package("cortex-core", "helexa-cortex-core", "cortex_core", (), 100),
+        Package("cortex-core", "helexa-cortex-core", "cortex_core", (), 100, extras=("server",)),
         Package("cortex-gateway", "helexa-cortex-gateway", "cortex_gateway", ("cortex-core",), 90),
         Package("neuron", "helexa-neuron", "cortex_neuron", ("cortex-core",), 90, ("neuron",)),
         Package(
@@ -111,7 +140,11 @@ def editable(*packages: Package) -> list[str]:
     closure: list[Package] = []
     for package in packages:
         closure += [p for p in package.closure() if p not in closure]
-    return [arg for p in closure for arg in ("-e", str(p.path))]
+    return [
+        arg
+        for p in closure
+        for arg in ("-e", f"{p.path}[{','.join(p.extras)}]" if p.extras else str(p.path))
+    ]
 
 
 @nox.session(python=PYTHON)
@@ -131,9 +164,12 @@ def versions(session: nox.Session) -> None:
     version = next(iter(expected.values()))
     for package in PACKAGES.values():
         for dep in package.dependencies:
-            name = dep.split("=")[0].split(">")[0].strip()
-            if name in expected and dep != f"{name}=={version}":
-                session.error(f"{package.dist} pins {dep!r}, expected {name}=={version}")
+            local = LOCAL_DEP.match(dep)
+            if local is None:
+                continue
+            pin = dep[local.end() :].strip()
+            if local["name"] not in expected or pin != f"=={version}":
+                session.error(f"{package.dist} pins {dep!r}, expected {local['name']}=={version}")
     session.log(f"every package is at {version}, internal pins agree")
 
 
@@ -186,13 +222,7 @@ def build(session: nox.Session) -> None:
         venv = Path(session.create_tmp()) / f"alone-{package.folder}"
         session.run("python", "-m", "venv", "--clear", str(venv))
         pip = str(venv / "bin" / "pip")
-        third_party = [
-            dep
-            for p in package.closure()
-            for dep in p.dependencies
-            if not dep.startswith("helexa-")
-        ]
-        session.run(pip, "install", "--quiet", *third_party, external=True)
+        session.run(pip, "install", "--quiet", *package.third_party(), external=True)
         session.run(
             pip, "install", "--no-index", "--find-links", str(dist), package.dist, external=True
         )
@@ -212,9 +242,7 @@ def engine_venv(session: nox.Session) -> Path:
     """
     venv = ROOT / ".nox" / "_engine"
     python, pip = str(venv / "bin" / "python"), str(venv / "bin" / "pip")
-    third_party = sorted(
-        {dep for p in PACKAGES.values() for dep in p.dependencies if not dep.startswith("helexa-")}
-    )
+    third_party = sorted({dep for p in PACKAGES.values() for dep in p.third_party()})
     neuron = PACKAGES["neuron"].project["optional-dependencies"]
     assert isinstance(neuron, dict)
     wanted = [*neuron["cpu"], *third_party, *pins(*TEST_TOOLS)]

@@ -64,3 +64,17 @@ def test_filter_never_drops():
 )
 def test_client_request_id(headers, expected):
     assert client_request_id(headers) == expected
+
+
+def test_the_text_time_is_rendered_once_a_second_with_its_milliseconds():
+    from cortex_core.logging import TextFormatter
+
+    formatter = TextFormatter()
+    record = logging.LogRecord("x", logging.INFO, "", 0, "m", (), None)
+    record.created, record.msecs = 1_800_000_000.25, 250.0
+    first = formatter.formatTime(record)
+    record.created, record.msecs = 1_800_000_000.75, 750.0
+    assert formatter.formatTime(record) == first.replace(",250", ",750")
+    record.created = 1_800_000_001.0
+    assert formatter.formatTime(record) != first[:-4] + ",000"  # a new second: a new stamp
+    assert logging.Formatter().formatTime(record) == formatter.formatTime(record)[:-4] + ",750"

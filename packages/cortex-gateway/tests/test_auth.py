@@ -91,3 +91,27 @@ def test_a_malformed_authorization_header_is_no_key():
         error = keys.check("/v1/models", [(b"authorization", value)])
         assert error is not None
         assert error.message.startswith("No API key")
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "status", "code"),
+    [
+        ("/v1/chat/completions", None, 401, "invalid_api_key"),
+        ("/v1/chat/completions", "wrong", 401, "invalid_api_key"),
+        ("/v1/nothing", CLIENT, 404, "not_found"),
+        ("/admin/models/load", CLIENT, 403, "permission_denied"),
+    ],
+)
+async def test_refusals_speak_the_routes_dialect(neuron, path, key, status, code):
+    headers = {"x-api-key": key} if key else {}
+    async with (
+        running_gateway(fleet_config(neuron, auth=BOTH)) as gw,
+        aiohttp.ClientSession() as session,
+        session.post(gw.url + path, json={"model": "org/a"}, headers=headers) as r,
+    ):
+        body = await r.json()
+    assert r.status == status
+    # OpenAI's envelope, every member present (DESIGN §6); /v1/messages will speak Anthropic's
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "code", "param"}
+    assert body["error"]["code"] == code

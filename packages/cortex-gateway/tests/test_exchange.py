@@ -6,13 +6,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import msgspec
 import openai
 import pytest
 
 from cortex_core.config import ModelProfile, ModelsConfig
-from cortex_core.wire.inference import InferenceRequest
-from cortex_gateway.inference.exchange import edit_body
 from cortex_gateway.testing import FakeNeuron, fleet_config, running_gateway
 
 pytestmark = pytest.mark.timeout(30)
@@ -60,23 +57,6 @@ async def test_an_alias_is_replaced_in_place_and_nothing_else_changes(neuron):
         status, _, _ = await post(gw.url, body)
     assert status == 200
     assert neuron.requests[-1].body == body.replace(b'"model": "bee"', b'"model":"org/b"')
-
-
-def test_an_ambiguous_alias_is_overridden_by_a_last_member():
-    body = b'{"metadata": {"model": "bee"}, "model": "bee"}'
-    edited = edit_body(body, InferenceRequest(model="bee"), "org/b")
-    assert edited == b'{"metadata": {"model": "bee"}, "model": "bee","model":"org/b"}'
-    assert json.loads(edited)["model"] == "org/b"
-
-
-def test_a_stream_asks_for_usage_keeping_the_clients_other_options():
-    body = b'{"model": "m", "stream": true, "stream_options": {"continuous_usage_stats": true}}\n'
-    request = msgspec.json.decode(body, type=InferenceRequest)
-    edited = json.loads(edit_body(body, request, "m"))
-    assert edited["stream_options"] == {"continuous_usage_stats": True, "include_usage": True}
-    asked = b'{"model": "m", "stream": true, "stream_options": {"include_usage": true}}'
-    request = msgspec.json.decode(asked, type=InferenceRequest)
-    assert edit_body(asked, request, "m") == asked
 
 
 async def test_the_usage_chunk_is_dropped_unless_the_client_asked(neuron, client):

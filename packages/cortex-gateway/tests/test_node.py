@@ -7,7 +7,7 @@ import msgspec
 from cortex_core.config import NeuronPeer
 from cortex_core.wire.control import Device, DeviceHealth, Discovery, Health, ModelInfo
 from cortex_gateway.fleet.node import Node, Reservation
-from cortex_gateway.placement.policy import DeviceRoom
+from cortex_gateway.placement.snapshot import DeviceRoom
 
 PEER = NeuronPeer(name="n1", endpoint="http://127.0.0.1:1")
 DISCOVERY = Discovery(
@@ -74,7 +74,7 @@ def test_cycles_count_models_seen_unloaded_after_being_loaded():
 def test_a_restart_resets_cycles_and_forgets_endpoints():
     node = Node(PEER)
     node.apply_poll(health(), [loaded("a")], DISCOVERY, started=0)
-    node.endpoints["a"] = "http://x"
+    node.resident("a").endpoint = "http://x"
     node.cycles = 7
     assert node.apply_poll(health(uptime=3), [available("a")], DISCOVERY, started=1) == 0
     assert node.cycles == 0
@@ -98,7 +98,7 @@ def test_a_change_made_after_a_poll_began_survives_that_poll():
 def test_set_model_counts_an_unload_as_a_cycle_and_drops_the_endpoint():
     node = Node(PEER)
     node.apply_poll(health(), [loaded("a")], DISCOVERY, started=0)
-    node.endpoints["a"] = "http://a"
+    node.resident("a").endpoint = "http://a"
     assert node.set_model(available("a")) == 1
     assert node.endpoints == {}
     assert node.set_model(available("a")) == 0
@@ -137,3 +137,41 @@ def test_rooms_subtract_reservations_until_a_poll_started_after_the_load_ended()
     node.apply_poll(health(free=5000), [], None, started=3)
     assert node.reservations == []
     assert node.rooms()[0].free_mb == 5000
+
+
+def test_one_record_per_model_keeps_the_gateways_facts_beside_the_neurons():
+    node = Node(PEER)
+    node.apply_poll(health(), [loaded("a")], DISCOVERY, started=0)
+    record = node.resident("a")
+    record.active = 1
+    node.apply_poll(health(uptime=101), [], None, started=1)
+    assert node.resident("a") is record  # a request still runs there: the record stays
+    assert node.status("a") is None
+    record.active = 0
+    node.apply_poll(health(uptime=102), [], None, started=2)
+    assert "a" not in node.residents
+
+
+def test_the_state_placement_reads_carries_pins_priorities_and_claims():
+    from cortex_core.config import ModelProfile
+
+    node = Node(PEER)
+    node.apply_poll(health(free=8000), [loaded("a"), available("b")], DISCOVERY, started=0)
+    node.resident("a").active = 2
+    node.resident("a").load_seconds = 12.5
+    node.reservations.append(Reservation((0,), 3000))
+    profiles = {"a": ModelProfile(id="a", pinned_on=("n1",), priority=7)}
+    state = node.state(profiles, loading={"b"})
+    a, b = state.models["a"], state.models["b"]
+    assert (a.status, a.active, a.pinned, a.priority, a.load_seconds) == (
+        "loaded",
+        2,
+        True,
+        7,
+        12.5,
+    )
+    assert (b.status, b.loading, b.pinned, b.priority) == ("available", True, False, 100)
+    assert [(c.devices, c.mb_per_device) for c in state.claims] == [((0,), 3000)]
+    assert state.devices[0].free_mb == 5000
+    assert state.healthy
+    assert not state.cordoned

@@ -1,11 +1,14 @@
-"""The SSE relay: events out as they complete, untouched, except the usage chunk not asked for."""
+"""The OpenAI dialect: the body's allowed edits, and the SSE relay that forwards events as they
+complete, untouched, except the usage chunk not asked for."""
 
 import json
 
+import msgspec
 import pytest
 
 from cortex_core.errors import UpstreamError
-from cortex_gateway.inference.openai import StreamRelay
+from cortex_core.wire.inference import InferenceRequest
+from cortex_gateway.inference.openai import StreamRelay, edit_body
 
 ROLE = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 TOKEN = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
@@ -20,6 +23,23 @@ INLINE = (
     b'"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'
 )
 DONE = b"data: [DONE]\n\n"
+
+
+def test_an_ambiguous_alias_is_overridden_by_a_last_member():
+    body = b'{"metadata": {"model": "bee"}, "model": "bee"}'
+    edited = edit_body(body, InferenceRequest(model="bee"), "org/b")
+    assert edited == b'{"metadata": {"model": "bee"}, "model": "bee","model":"org/b"}'
+    assert json.loads(edited)["model"] == "org/b"
+
+
+def test_a_stream_asks_for_usage_keeping_the_clients_other_options():
+    body = b'{"model": "m", "stream": true, "stream_options": {"continuous_usage_stats": true}}\n'
+    request = msgspec.json.decode(body, type=InferenceRequest)
+    edited = json.loads(edit_body(body, request, "m"))
+    assert edited["stream_options"] == {"continuous_usage_stats": True, "include_usage": True}
+    asked = b'{"model": "m", "stream": true, "stream_options": {"include_usage": true}}'
+    request = msgspec.json.decode(asked, type=InferenceRequest)
+    assert edit_body(asked, request, "m") == asked
 
 
 class Client:

@@ -1,16 +1,15 @@
-"""First-fit placement, a pure function of device memory and a footprint."""
+"""Placement: one pure function from a fleet snapshot and an ask to a decision."""
 
 import pytest
 
 from cortex_core.config import ModelProfile
-from cortex_gateway.placement.policy import (
-    Candidate,
+from cortex_gateway.placement.policy import Ask, Load, Refuse, Use, decide, fits, pick_devices
+from cortex_gateway.placement.snapshot import (
     DeviceRoom,
+    FleetSnapshot,
+    ModelState,
     Need,
-    Placement,
-    first_fit,
-    fits,
-    pick_devices,
+    NodeState,
 )
 
 
@@ -54,13 +53,85 @@ def test_fits_looks_at_total_memory_not_free():
     assert not fits(rooms(9000, total=9000), Need(9001))
 
 
+def node(name: str, *free: int, up: bool = True, cordoned: bool = False, **models: ModelState):
+    return NodeState(
+        name=name, up=up, cordoned=cordoned, devices=tuple(rooms(*free)), models=models
+    )
+
+
+def knows(status: str = "available", **fields) -> ModelState:
+    return ModelState(model="m", status=status, **fields)  # type: ignore[arg-type]
+
+
+def fleet(*nodes: NodeState) -> FleetSnapshot:
+    return FleetSnapshot(nodes=nodes, now=1000.0)
+
+
 def test_first_fit_takes_the_first_node_with_room_now():
-    candidates = [
-        Candidate("a", rooms(1000)),
-        Candidate("b", rooms(6000)),
-        Candidate("c", rooms(9000)),
-    ]
-    assert first_fit(candidates, Need(5000)) == Placement("b", (0,))
-    assert first_fit(candidates, Need(10000)) is None
-    assert first_fit(candidates, Need()) == Placement("a", None)
-    assert first_fit([], Need()) is None
+    snapshot = fleet(
+        node("a", 1000, m=knows()), node("b", 6000, m=knows()), node("c", 9000, m=knows())
+    )
+    assert decide(snapshot, Ask("m", Need(5000))) == Load("b", (0,))
+    assert isinstance(decide(snapshot, Ask("m", Need(10000))), Refuse)
+    assert decide(snapshot, Ask("m", Need())) == Load("a", None)
+    assert isinstance(decide(fleet(), Ask("m", Need())), Refuse)
+
+
+def test_a_loaded_replica_wins_and_the_least_busy_one_first():
+    snapshot = fleet(
+        node("a", 9000, m=knows("loaded", active=2)),
+        node("b", 9000, m=knows("loaded", active=1, in_flight=5)),
+        node("c", 9000, m=knows("loaded", active=1, in_flight=3)),
+    )
+    assert decide(snapshot, Ask("m")) == Use("c")
+    assert decide(snapshot, Ask("m", exclude=frozenset({"c"}))) == Use("b")
+
+
+def test_a_load_under_way_is_joined_before_a_new_one_is_placed():
+    snapshot = fleet(node("a", 9000, m=knows()), node("b", 0, m=knows(loading=True)))
+    assert decide(snapshot, Ask("m", Need(5000))) == Load("b")
+    assert decide(fleet(node("a", 0, m=knows("loading"))), Ask("m", Need(5000))) == Load("a")
+
+
+def test_nodes_that_are_down_cordoned_or_do_not_know_the_model_take_no_load():
+    snapshot = fleet(
+        node("down", 9000, up=False, m=knows()),
+        node("cordoned", 9000, cordoned=True, m=knows()),
+        node("stranger", 9000),
+        node("full", 100, m=knows()),
+    )
+    refused = decide(snapshot, Ask("m", Need(5000)))
+    assert refused == Refuse("no_room", "No node has room for m now (5000 MiB)")
+    assert decide(snapshot, Ask("m", Need(5000), force=True)) == Load("full")
+
+
+def test_a_gateway_that_does_not_load_refuses_a_cold_model():
+    snapshot = fleet(node("a", 9000, m=knows()))
+    assert decide(snapshot, Ask("m", may_load=False)).reason == "no_lifecycle"  # type: ignore[union-attr]
+    loaded = fleet(node("a", 9000, m=knows("loaded")))
+    assert decide(loaded, Ask("m", may_load=False)) == Use("a")
+
+
+@pytest.mark.parametrize(
+    ("state", "ask", "expected"),
+    [
+        (node("a", 9000, m=knows("loaded")), Ask("m", node="a"), Use("a")),
+        (node("a", 9000), Ask("m", Need(5000), node="a"), Load("a", (0,))),
+        (node("a", 100), Ask("m", Need(5000), node="a", force=True), Load("a", None)),
+        (node("a", 100, m=knows(loading=True)), Ask("m", Need(5000), node="a"), Load("a")),
+        (
+            node("a", 100),
+            Ask("m", Need(5000), node="a"),
+            Refuse("no_room", "node a has no room for m now (5000 MiB)"),
+        ),
+        (node("a", 9000), Ask("m", node="b"), Refuse("no_node", "No node is named 'b'")),
+        (node("a", 9000, up=False), Ask("m", node="a"), Refuse("node_down", "node a is down")),
+        (
+            node("a", 9000, cordoned=True),
+            Ask("m", node="a"),
+            Refuse("cordoned", "node a is cordoned: it takes no new loads"),
+        ),
+    ],
+)
+def test_an_operator_load_on_one_node(state, ask, expected):
+    assert decide(fleet(state), ask) == expected

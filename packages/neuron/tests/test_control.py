@@ -564,7 +564,7 @@ async def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(neuron,
     response = await neuron.http.get("/models", headers={"x-request-id": "req-7"})
     assert response.status_code == 500
     assert response.json()["error"] == {
-        "message": "internal error; the logs have it under request id req-7",
+        "message": "Internal error; the neuron's log has it under request id req-7",
         "type": "server_error",
         "param": None,
         "code": "internal_error",

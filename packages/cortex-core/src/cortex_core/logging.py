@@ -18,6 +18,7 @@ __all__ = [
     "JsonFormatter",
     "LogFormat",
     "RequestIdFilter",
+    "TextFormatter",
     "client_request_id",
     "configure",
     "request_id",
@@ -29,6 +30,7 @@ request_id: ContextVar[str] = ContextVar("cortex_request_id", default="-")
 """The id of the request being served (``x-request-id``), ``-`` outside requests."""
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -54,6 +56,23 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, with the date and time of day rendered once a second, not per line."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT_FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``YYYY-MM-DD HH:MM:SS,mmm`` in local time, as :class:`logging.Formatter` writes it."""
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(_TIME_FORMAT, time.localtime(second))
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, request id, message, exception."""
 
@@ -73,10 +92,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", fmt: LogFormat = "text") -> None:
-    """Send every logger's records to stderr, in ``fmt``, at ``level`` and above."""
-    formatter: dict[str, object] = (
-        {"()": JsonFormatter} if fmt == "json" else {"format": _TEXT_FORMAT}
-    )
+    """Send every logger's records to stderr, in ``fmt``, at ``level`` and above.
+
+    Neither format shows the thread or the process, so records do not look them up.
+    """
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    formatter = {"()": JsonFormatter if fmt == "json" else TextFormatter}
     logging.config.dictConfig(
         {
             "version": 1,

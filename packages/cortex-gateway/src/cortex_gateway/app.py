@@ -14,17 +14,17 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from cortex_core.asgi import RequestContextMiddleware
 from cortex_core.config import GatewayConfig, ModelsConfig
 from cortex_gateway.auth import AuthMiddleware, Keys
 from cortex_gateway.context import AppContext
 from cortex_gateway.control.lifecycle import Lifecycle, read_templates
 from cortex_gateway.control.routing import Router
-from cortex_gateway.errors import EXCEPTION_HANDLERS
+from cortex_gateway.errors import EXCEPTION_HANDLERS, error_body
 from cortex_gateway.fleet.catalogue import Catalogue
 from cortex_gateway.fleet.node import Node
 from cortex_gateway.fleet.poller import Poller
 from cortex_gateway.metrics import Metrics
-from cortex_gateway.middleware import RequestContextMiddleware
 from cortex_gateway.routes import routes
 from cortex_gateway.upstream import AiohttpUpstream
 
@@ -43,6 +43,7 @@ def create_app(
     """
     templates = read_templates(models, config.models_config or "models.toml")
     metrics = Metrics(registry)
+    _warn_unread(config, models)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppContext]]:
@@ -81,9 +82,32 @@ def create_app(
     return Starlette(
         routes=routes(),
         middleware=[
-            Middleware(RequestContextMiddleware),
+            Middleware(
+                RequestContextMiddleware,
+                daemon="gateway",
+                access_logger="cortex_gateway.access",
+                render_error=error_body,
+            ),
             Middleware(AuthMiddleware, keys=Keys(config.auth)),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+
+
+def _warn_unread(config: GatewayConfig, models: ModelsConfig) -> None:
+    """Say so when cortex.toml or models.toml set what no code reads yet (DESIGN §8 will)."""
+    unread = []
+    if config.eviction.strategy != "lru":
+        unread.append(f"[eviction] strategy = {config.eviction.strategy!r}")
+    if config.eviction.idle_ttl_s:
+        unread.append(f"[eviction] idle_ttl_s = {config.eviction.idle_ttl_s:g}")
+    unread += [
+        f"models {p.id!r} priority = {p.priority}" for p in models.models if p.priority != 100
+    ]
+    if unread:
+        logger.warning(
+            "not in effect yet (this gateway never evicts; the placement policy will read "
+            "them): %s",
+            "; ".join(unread),
+        )

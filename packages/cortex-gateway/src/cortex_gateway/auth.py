@@ -4,13 +4,13 @@
 admin key once client keys exist. ``/admin/*`` is open while no key exists at all, needs an
 admin key once any key exists, and is closed (403) when only client keys exist. A key comes as
 ``Authorization: Bearer <key>`` or ``x-api-key: <key>``; keys are compared in constant time and
-never logged. The metrics listener is another app and is not behind this.
+never logged. A refusal speaks the route's dialect. The metrics listener is another app and is
+not behind this.
 """
-
-import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from cortex_core.asgi import key_among, presented_key
 from cortex_core.config import AuthOptions
 from cortex_core.errors import AuthenticationError, CortexError, PermissionDeniedError
 from cortex_gateway.errors import refuse_unread
@@ -19,24 +19,6 @@ __all__ = ["AuthMiddleware", "Keys"]
 
 _OPEN = frozenset({"/", "/health"})
 _CHALLENGE = [(b"www-authenticate", b"Bearer")]
-
-
-def _presented(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-        elif name == b"x-api-key" and value:
-            return value
-    return None
-
-
-def _among(key: bytes, keys: tuple[bytes, ...]) -> bool:
-    found = False
-    for candidate in keys:  # no early exit: every key is compared
-        found |= hmac.compare_digest(key, candidate)
-    return found
 
 
 class Keys:
@@ -57,14 +39,14 @@ class Keys:
             return PermissionDeniedError("Admin routes are closed: no admin_keys are configured")
         if not admin_route and not self._client:
             return None
-        key = _presented(headers)
+        key = presented_key(headers, x_api_key=True)
         if key is None:
             return AuthenticationError(
                 "No API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`"
             )
-        if _among(key, self._admin):
+        if key_among(key, self._admin):
             return None
-        if _among(key, self._client):
+        if key_among(key, self._client):
             return PermissionDeniedError("This route needs an admin key") if admin_route else None
         return AuthenticationError("Invalid API key")
 
@@ -82,6 +64,6 @@ class AuthMiddleware:
             error = self.keys.check(scope["path"], scope["headers"])
             if error is not None:
                 extra = _CHALLENGE if isinstance(error, AuthenticationError) else None
-                await refuse_unread(send, receive, error, extra)
+                await refuse_unread(send, receive, scope["path"], error, extra)
                 return
         await self.app(scope, receive, send)

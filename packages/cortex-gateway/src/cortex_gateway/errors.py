@@ -1,26 +1,23 @@
-"""Errors as HTTP answers: the OpenAI envelope with the status of DESIGN §6.
+"""Errors as HTTP answers, in the route's dialect (DESIGN §6), auth and unknown routes included.
 
-The Starlette handlers are registered once by :func:`~cortex_gateway.app.create_app`; raw ASGI
-code (the proxy, the auth middleware) sends the same answers with :func:`send_error`. A Python
-traceback never reaches a client: the 500 handler logs it and answers with the request id.
+:func:`error_body` is the one place that says which envelope a path speaks: OpenAI's on every
+route today (``/v1/messages`` will speak Anthropic's). The Starlette handlers are registered
+once by :func:`~cortex_gateway.app.create_app`; raw ASGI code (the exchange, the auth
+middleware) answers with :func:`send_error` and :func:`refuse_unread`. A Python traceback never
+reaches a client: the request middleware logs it and answers a 500 naming the request id.
 """
-
-import asyncio
-import contextlib
-import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Send
 
-from cortex_core import encode, to_envelope
-from cortex_core.errors import CortexError, EngineError, NotFoundError
-from cortex_core.logging import request_id
+from cortex_core import asgi
+from cortex_core.errors import CortexError, NotFoundError
 
 __all__ = ["EXCEPTION_HANDLERS", "error_body", "refuse_unread", "send_error"]
 
-logger = logging.getLogger(__name__)
+Headers = list[tuple[bytes, bytes]]
 
 
 class _MethodNotAllowedError(CortexError):
@@ -29,65 +26,36 @@ class _MethodNotAllowedError(CortexError):
     default_code = "method_not_allowed"
 
 
-def error_body(exc: CortexError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    """The envelope's bytes and the answer's headers for ``exc``."""
-    body = encode(to_envelope(exc))
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    return body, headers
+def error_body(path: str, exc: CortexError) -> bytes:
+    """The body answering ``exc`` on ``path``, in that path's dialect."""
+    return asgi.openai_error(path, exc)
 
 
-async def send_error(
-    send: Send, exc: CortexError, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
+async def send_error(send: Send, path: str, exc: CortexError, extra: Headers | None = None) -> None:
     """Answer ``exc`` on a raw ASGI ``send`` (nothing may have been sent yet)."""
-    body, headers = error_body(exc)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": exc.status_code,
-            "headers": headers + (extra or []),
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _discard(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    await asgi.send_error(send, exc, error_body(path, exc), extra or ())
 
 
 async def refuse_unread(
-    send: Send, receive: Receive, exc: CortexError, extra: list[tuple[bytes, bytes]] | None = None
+    send: Send, receive: Receive, path: str, exc: CortexError, extra: Headers | None = None
 ) -> None:
-    """Answer ``exc`` before the body was read, discarding what of it still arrives.
-
-    Hypercorn queues body chunks for the app until it reads them; an app that answers and
-    stops reading leaves a large upload stuck in that queue, and the connection with it.
-    The server closes the connection after this answer; the body is dropped, never kept.
-    """
-    discard = asyncio.create_task(_discard(receive))
-    try:
-        await send_error(send, exc, extra)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(discard, 1.0)
-    finally:
-        discard.cancel()
+    """Answer ``exc`` before the body was read (see :func:`cortex_core.asgi.refuse_unread`)."""
+    await asgi.refuse_unread(send, receive, exc, error_body(path, exc), extra or ())
 
 
-def _response(exc: CortexError) -> Response:
-    body, headers = error_body(exc)
-    response = Response(body, status_code=exc.status_code)
-    response.raw_headers = headers
+def _response(path: str, exc: CortexError) -> Response:
+    response = Response(error_body(path, exc), status_code=exc.status_code)
+    response.raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(response.body)),
+        *((k.lower().encode(), v.encode()) for k, v in exc.headers.items()),
+    ]
     return response
 
 
 async def _cortex_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CortexError)
-    return _response(exc)
+    return _response(request.url.path, exc)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -95,21 +63,11 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     path = request.url.path
     if exc.status_code == 405:
-        return _response(_MethodNotAllowedError(f"{request.method} is not allowed on {path}"))
-    return _response(NotFoundError(f"No route {path}"))
+        error: CortexError = _MethodNotAllowedError(f"{request.method} is not allowed on {path}")
+    else:
+        error = NotFoundError(f"No route {path}")
+    return _response(path, error)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    rid = request_id.get()
-    logger.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
-    return _response(
-        EngineError(f"Internal error; the gateway's log has it under request id {rid}")
-    )
-
-
-EXCEPTION_HANDLERS = {
-    CortexError: _cortex_error,
-    HTTPException: _http_exception,
-    Exception: _unexpected,
-}
+EXCEPTION_HANDLERS = {CortexError: _cortex_error, HTTPException: _http_exception}
 """``create_app``'s ``exception_handlers``."""

@@ -1,9 +1,11 @@
 """The gateway's HTTP routes (DESIGN §4), as a plain list; handlers read the app's context.
 
-The OpenAI inference routes are raw ASGI apps (:mod:`cortex_gateway.inference.exchange`); the rest are small
-Starlette handlers over the fleet's polled state, plus the operator's load and unload.
+The inference routes are raw ASGI apps (:mod:`cortex_gateway.inference.exchange`, one per
+dialect's route); the rest are small Starlette handlers over the fleet's polled state, plus the
+operator's load and unload.
 """
 
+import functools
 from typing import Literal
 
 import msgspec
@@ -16,6 +18,7 @@ from cortex_core.errors import RequestTooLargeError
 from cortex_gateway.context import context
 from cortex_gateway.fleet.views import fleet_view, health_view
 from cortex_gateway.inference.exchange import InferenceEndpoint
+from cortex_gateway.inference.openai import OpenAICall
 
 __all__ = ["ADMIN_BODY_LIMIT", "AdminLoaded", "AdminModelRequest", "AdminUnloaded", "routes"]
 
@@ -107,11 +110,15 @@ async def admin_unload(request: Request) -> Response:
     return _json(AdminUnloaded(model=model_id, nodes=nodes))
 
 
+def _openai(path: str) -> InferenceEndpoint:
+    return InferenceEndpoint(functools.partial(OpenAICall, path))
+
+
 def routes() -> list[BaseRoute]:
     """Every route of the gateway's client listener."""
     return [  # the busiest first: Starlette tries them in order
-        Route("/v1/chat/completions", InferenceEndpoint("/v1/chat/completions"), methods=["POST"]),
-        Route("/v1/completions", InferenceEndpoint("/v1/completions"), methods=["POST"]),
+        Route("/v1/chat/completions", _openai("/v1/chat/completions"), methods=["POST"]),
+        Route("/v1/completions", _openai("/v1/completions"), methods=["POST"]),
         Route("/", health, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/fleet", fleet, methods=["GET"]),

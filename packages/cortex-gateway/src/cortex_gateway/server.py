@@ -9,17 +9,13 @@ caller's (the CLI's) to turn into that trigger.
 
 import asyncio
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 
-from hypercorn.asyncio import serve as hypercorn_serve
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.typing import ASGIFramework
 from prometheus_client import CollectorRegistry
 
+from cortex_core.asgi.serving import listen, serve as serve_app, url_of
 from cortex_core.config import GatewayConfig, GatewayOptions, ModelsConfig
 from cortex_gateway.app import create_app
 from cortex_gateway.metrics import metrics_app
@@ -42,27 +38,12 @@ class Listeners:
     @property
     def urls(self) -> tuple[str, str]:
         """``http://host:port`` of each, with the port actually bound."""
-        return _url(self.main), _url(self.metrics)
+        return url_of(self.main), url_of(self.metrics)
 
     def close(self) -> None:
         """Close both sockets (Hypercorn closes its own duplicates)."""
         self.main.close()
         self.metrics.close()
-
-
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _listen(address: str) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, int(port)), family=family, backlog=1024)
-    except OSError as exc:
-        raise OSError(exc.errno, f"{address}: {exc.strerror}") from exc
 
 
 def bind(options: GatewayOptions) -> Listeners:
@@ -71,21 +52,12 @@ def bind(options: GatewayOptions) -> Listeners:
     Raises:
         OSError: an address cannot be bound (in use, not local, no permission).
     """
-    main = _listen(options.listen)
+    main = listen(options.listen)
     try:
-        return Listeners(main=main, metrics=_listen(options.metrics_listen))
+        return Listeners(main=main, metrics=listen(options.metrics_listen))
     except OSError:
         main.close()
         raise
-
-
-def _hypercorn_config(sock: socket.socket) -> HypercornConfig:
-    hc = HypercornConfig()
-    hc.bind = [f"fd://{os.dup(sock.fileno())}"]
-    hc.accesslog = None  # the app logs each request itself, with its request id
-    hc.errorlog = logging.getLogger("cortex_gateway.server")
-    hc.graceful_timeout = GRACEFUL_TIMEOUT_S
-    return hc
 
 
 async def serve(
@@ -105,11 +77,12 @@ async def serve(
     app = create_app(config, models, registry=registry)
     main_url, metrics_url = listeners.urls
     logger.info("cortex gateway on %s, metrics on %s/metrics", main_url, metrics_url)
+    errorlog = logging.getLogger("cortex_gateway.server")
     apps = ((app, listeners.main), (metrics_app(registry), listeners.metrics))
     async with asyncio.TaskGroup() as group:
         for asgi, sock in apps:
-            framework = cast(ASGIFramework, asgi)
-            config_ = _hypercorn_config(sock)
             group.create_task(
-                hypercorn_serve(framework, config_, shutdown_trigger=shutdown_trigger)
+                serve_app(
+                    asgi, sock, shutdown_trigger, graceful_s=GRACEFUL_TIMEOUT_S, errorlog=errorlog
+                )
             )

@@ -9,6 +9,7 @@ knows nothing of routing or of the client's connection.
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import aiohttp
@@ -27,7 +28,14 @@ from cortex_core.errors import (
 )
 from cortex_core.logging import request_id
 
-__all__ = ["AiohttpUpstream", "ConnectError", "Upstream", "UpstreamResponse", "peer_error"]
+__all__ = [
+    "AiohttpUpstream",
+    "ConnectError",
+    "Refusal",
+    "Upstream",
+    "UpstreamResponse",
+    "peer_error",
+]
 
 T = TypeVar("T")
 
@@ -37,6 +45,16 @@ CONNECT_TIMEOUT_S = 5.0
 
 class ConnectError(UpstreamUnavailableError):
     """No connection to the neuron: nothing was sent, so another node may be tried."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A neuron's error answer: as it came, and the error its envelope names (parsed once)."""
+
+    status: int
+    payload: bytes
+    content_type: str
+    error: CortexError
 
 
 class UpstreamResponse(Protocol):
@@ -57,6 +75,10 @@ class UpstreamResponse(Protocol):
 
     async def read_chunk(self) -> bytes:
         """The next bytes that arrived; ``b""`` at the end of the body."""
+        ...  # pragma: no cover
+
+    async def refusal(self) -> Refusal:
+        """The whole body of an error answer (status 400 or more), and the error it names."""
         ...  # pragma: no cover
 
 
@@ -169,6 +191,16 @@ class _Call:
             return await self._resp.content.readany()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _translate(exc, self._node, self._idle) from exc
+
+    async def refusal(self) -> Refusal:
+        payload = await self.read()
+        headers = self._resp.headers
+        return Refusal(
+            status=self._resp.status,
+            payload=payload,
+            content_type=headers.get("content-type", "application/json"),
+            error=peer_error(self._node, self._resp.status, payload, headers.get("retry-after")),
+        )
 
 
 class AiohttpUpstream:

@@ -1,7 +1,8 @@
 """The neuron's ASGI app: :func:`build_context` makes its parts, :func:`create_app` serves them.
 
 The lifespan starts the background work (device readings, engine checks, rescans of the model
-dirs, the default models) and, on the way out, shuts every engine down.
+dirs, the default models), hands handlers the context through the lifespan state, and, on the
+way out, shuts every engine down, bounded by ``drain_timeout_s``: the one place that does.
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from cortex_core import codec
+from cortex_core.asgi import RequestContextMiddleware
 from cortex_core.config import NeuronConfig
 from cortex_core.errors import (
     CortexError,
@@ -35,7 +37,7 @@ from cortex_neuron.devices import Devices
 from cortex_neuron.engine.base import EngineStarter
 from cortex_neuron.lifecycle import Lifecycle
 from cortex_neuron.metrics import NeuronMetrics
-from cortex_neuron.middleware import AuthMiddleware, RequestLogMiddleware
+from cortex_neuron.middleware import AuthMiddleware
 
 __all__ = ["build_context", "create_app"]
 
@@ -43,13 +45,23 @@ logger = logging.getLogger(__name__)
 
 _REFRESH_S = 1.0  # device readings and engine checks
 _RESCAN_EVERY = 5  # refreshes between rescans of the model dirs
-_STOP_TIMEOUT_S = 60.0
 
 
-def build_context(config: NeuronConfig, starter: EngineStarter, *, nvml: Any = None) -> AppContext:
-    """Probe the devices and assemble the neuron's parts (no engine starts here)."""
+def build_context(
+    config: NeuronConfig,
+    starter: EngineStarter,
+    *,
+    registry: CollectorRegistry | None = None,
+    nvml: Any = None,
+) -> AppContext:
+    """Probe the devices and assemble the neuron's parts (no engine starts here).
+
+    Its metrics go into ``registry`` (a new one when ``None``).
+    """
     devices = Devices.probe(config.harness.vllm, nvml)
-    metrics = NeuronMetrics(CollectorRegistry(auto_describe=True))
+    metrics = NeuronMetrics(
+        registry if registry is not None else CollectorRegistry(auto_describe=True)
+    )
     lifecycle = Lifecycle(config.harness.vllm, devices, starter, metrics)
     metrics.watch(lifecycle.states)
     return AppContext(
@@ -76,7 +88,9 @@ def create_app(ctx: AppContext) -> Starlette:
         Route("/v1/completions", inference.completions, methods=["POST"]),
         Route("/metrics", _Exposition(ctx.metrics.registry), methods=["GET"]),
     ]
-    middleware = [Middleware(RequestLogMiddleware)]
+    middleware = [
+        Middleware(RequestContextMiddleware, daemon="neuron", access_logger="cortex_neuron.access")
+    ]
     if ctx.config.auth_token:
         middleware.append(Middleware(AuthMiddleware, token=ctx.config.auth_token))
     app = Starlette(
@@ -90,7 +104,6 @@ def create_app(ctx: AppContext) -> Starlette:
             msgspec.DecodeError: _invalid,
         },
     )
-    app.state.context = ctx
     return app
 
 
@@ -105,19 +118,19 @@ class _Exposition:
 
 
 @contextlib.asynccontextmanager
-async def _lifespan(ctx: AppContext) -> AsyncIterator[None]:
+async def _lifespan(ctx: AppContext) -> AsyncIterator[dict[str, AppContext]]:
     await ctx.lifecycle.rescan()
     background = [
         asyncio.create_task(_refresh(ctx)),
         asyncio.create_task(ctx.activation.run(ctx.lifecycle)),
     ]
     try:
-        yield
+        yield {"neuron": ctx}
     finally:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await ctx.lifecycle.stop(_STOP_TIMEOUT_S)
+        await ctx.lifecycle.stop(ctx.config.harness.vllm.drain_timeout_s)
 
 
 async def _refresh(ctx: AppContext) -> None:

@@ -27,6 +27,6 @@ class AppContext:
 
 
 def context(request: Request) -> AppContext:
-    """The context of the app serving ``request``."""
-    ctx: AppContext = request.app.state.context
+    """The context of the app serving ``request``, from the lifespan's state."""
+    ctx: AppContext = request.scope["state"]["neuron"]
     return ctx

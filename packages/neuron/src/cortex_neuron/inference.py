@@ -20,7 +20,7 @@ from cortex_core.wire.inference import InferenceRequest
 from cortex_core.wire.models import ModelCard, ModelList
 from cortex_neuron.context import AppContext, context
 from cortex_neuron.control import json_response
-from cortex_neuron.streaming import ClientGoneError, EventStream, until_done
+from cortex_neuron.streaming import CLIENT_GONE, ClientGoneError, EventStream, until_done
 
 __all__ = ["chat_completions", "completions", "list_models", "tokenize"]
 
@@ -80,8 +80,8 @@ async def _infer(request: Request, route: str) -> Response | EventStream:
         answer = await until_done(request, call(body, request_id.get()), ticket)
     except ClientGoneError:
         ticket.release()
-        _count(ctx, model, route, 499)
-        return Response(status_code=499)
+        _count(ctx, model, route, CLIENT_GONE)
+        return Response(status_code=CLIENT_GONE)
     except CortexError as exc:
         ticket.release()
         _count(ctx, model, route, exc.status_code)
@@ -94,7 +94,7 @@ async def _infer(request: Request, route: str) -> Response | EventStream:
         _count(ctx, model, route, 200)
         logger.debug("%s answered in %.3f s", route, time.monotonic() - started)
         return Response(answer, media_type="application/json")
-    return EventStream(answer, ticket, lambda: _count(ctx, model, route, 200))
+    return EventStream(answer, ticket, lambda status: _count(ctx, model, route, status))
 
 
 def _count(ctx: AppContext, model: str, route: str, status: int) -> None:

@@ -7,7 +7,9 @@
   request.
 - A request that is aborted (forced unload, dead engine, shutdown) or fails after its stream
   started ends with an error event and ``data: [DONE]``; never a silent truncation.
-- The request's admission ticket is released when its response has ended, however it ends.
+- The request's admission ticket is released when its response has ended, however it ends,
+  and how it ended is reported: the status it would have had (200, 499 for a client that went
+  away, the error's status).
 """
 
 import asyncio
@@ -19,18 +21,19 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from cortex_core import codec
-from cortex_core.errors import CortexError, EngineError, to_envelope
+from cortex_core.asgi import disconnected, error_event
+from cortex_core.errors import CortexError, EngineError
 from cortex_neuron.admission import Ticket
 
-__all__ = ["ClientGoneError", "EventStream", "until_done"]
+__all__ = ["CLIENT_GONE", "ClientGoneError", "EventStream", "until_done"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 KEEPALIVE = b": keep-alive\n\n"
-DONE = b"data: [DONE]\n\n"
+CLIENT_GONE = 499
+"""The status a request is counted with when its client went away (nginx's)."""
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -42,11 +45,6 @@ class ClientGoneError(Exception):
     """The client disconnected before its answer was ready."""
 
 
-def error_event(exc: CortexError) -> bytes:
-    """The SSE event that ends a failed stream (followed by ``data: [DONE]``)."""
-    return b"data: " + codec.encode(to_envelope(exc)) + b"\n\n"
-
-
 async def until_done(request: Request, call: Awaitable[T], ticket: Ticket) -> T:
     """Await ``call``; cancel it if the client goes away or the ticket is aborted.
 
@@ -55,7 +53,7 @@ async def until_done(request: Request, call: Awaitable[T], ticket: Ticket) -> T:
         CortexError: the ticket was aborted (its error), or the call failed.
     """
     work = asyncio.ensure_future(call)
-    gone = asyncio.ensure_future(_disconnected(request.receive))
+    gone = asyncio.ensure_future(disconnected(request.receive))
     aborted = asyncio.ensure_future(ticket.aborted.wait())
     try:
         await asyncio.wait((work, gone, aborted), return_when=asyncio.FIRST_COMPLETED)
@@ -72,13 +70,13 @@ async def until_done(request: Request, call: Awaitable[T], ticket: Ticket) -> T:
 
 
 class EventStream:
-    """The ASGI response for an engine's SSE stream."""
+    """The ASGI response for an engine's SSE stream; ``on_end`` gets the status it ended with."""
 
     def __init__(
         self,
         chunks: AsyncIterator[bytes],
         ticket: Ticket,
-        on_end: Callable[[], None],
+        on_end: Callable[[int], None],
         keepalive_s: float = 1.0,
     ) -> None:
         self._chunks = chunks
@@ -89,16 +87,18 @@ class EventStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Send the stream until it ends, the client goes away or the request is aborted."""
         pump = asyncio.ensure_future(self._pump(send))
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = asyncio.ensure_future(disconnected(receive))
         aborted = asyncio.ensure_future(self._ticket.aborted.wait())
+        status = CLIENT_GONE  # unless it ends otherwise (a cancelled response is a gone client)
         try:
             await asyncio.wait((pump, gone, aborted), return_when=asyncio.FIRST_COMPLETED)
             if pump.done():
-                pump.result()
+                status = pump.result()
             elif aborted.done():
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)
                 assert self._ticket.abort_error is not None
+                status = self._ticket.abort_error.status_code
                 await _end(send, self._ticket.abort_error)
             else:
                 logger.info("client went away; request aborted")
@@ -108,9 +108,10 @@ class EventStream:
             await asyncio.gather(pump, gone, aborted, return_exceptions=True)
             await _close(self._chunks)
             self._ticket.release()
-            self._on_end()
+            self._on_end(status)
 
-    async def _pump(self, send: Send) -> None:
+    async def _pump(self, send: Send) -> int:
+        """Send the stream; returns the status it ended with (200, or its error's)."""
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         try:
             async with contextlib.aclosing(self._events()) as events:
@@ -118,12 +119,14 @@ class EventStream:
                     await send({"type": "http.response.body", "body": event, "more_body": True})
         except CortexError as exc:
             await _end(send, exc)
-            return
+            return exc.status_code
         except Exception as exc:  # any failure must reach the client as an event
             logger.exception("the engine failed mid-stream")
-            await _end(send, EngineError(f"the engine failed: {type(exc).__name__}"))
-            return
+            error = EngineError(f"the engine failed: {type(exc).__name__}")
+            await _end(send, error)
+            return error.status_code
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 200
 
     async def _events(self) -> AsyncGenerator[bytes, None]:
         # Until the first event (the prefill) a comment keeps the line alive every second; after
@@ -147,13 +150,8 @@ class EventStream:
 
 async def _end(send: Send, exc: CortexError) -> None:
     """End a started stream with ``exc`` as an error event, then ``data: [DONE]``."""
-    await send({"type": "http.response.body", "body": error_event(exc) + DONE, "more_body": True})
+    await send({"type": "http.response.body", "body": error_event(exc), "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def _close(chunks: Any) -> None:

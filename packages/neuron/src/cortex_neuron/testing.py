@@ -6,14 +6,14 @@ fake engine). Real sockets on 127.0.0.1, a free port each time.
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from hypercorn.asyncio import serve as hypercorn_serve
-from hypercorn.config import Config as HypercornConfig
+from cortex_core.asgi.serving import serve
 
 __all__ = ["fake_model", "serving"]
 
@@ -23,17 +23,15 @@ async def serving(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` (lifespan included) on a free loopback port; yields its base URL."""
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = HypercornConfig()
-    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns and closes it
-    config.accesslog = None
-    config.graceful_timeout = 1.0
     stop = asyncio.Event()
-    server = asyncio.create_task(hypercorn_serve(app, config, shutdown_trigger=stop.wait))
+    errorlog = logging.getLogger("hypercorn.error")
+    server = asyncio.create_task(serve(app, sock, stop.wait, graceful_s=1.0, errorlog=errorlog))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop.set()
         await server
+        sock.close()  # the server closed its own duplicate
 
 
 def fake_model(model_dir: Path, model_id: str, weights_mb: int = 1) -> Path:

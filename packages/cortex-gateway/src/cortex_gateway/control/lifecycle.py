@@ -3,7 +3,7 @@
 A load runs in its own task, shielded from its waiters: a client that gives up does not cancel
 a load that others wait on (DESIGN §7.1). After a load the model's inference endpoint is
 resolved once and kept. The spec sent is built from models.toml (:func:`load_spec`). This module
-does not choose nodes; the router does.
+does not choose nodes: :mod:`~cortex_gateway.control.routing` applies placement's decisions.
 """
 
 import asyncio
@@ -24,7 +24,7 @@ from cortex_core.wire.control import (
 )
 from cortex_gateway.fleet.node import Node, Reservation
 from cortex_gateway.metrics import Metrics
-from cortex_gateway.placement.policy import Need
+from cortex_gateway.placement.snapshot import Need
 from cortex_gateway.upstream import Upstream
 
 __all__ = ["CONTROL_TIMEOUT_S", "Lifecycle", "load_spec", "read_templates"]
@@ -88,9 +88,9 @@ class Lifecycle:
         self._load_timeout = load_timeout
         self._loads: dict[tuple[str, str], asyncio.Task[str]] = {}
 
-    def loading(self, node: Node, model_id: str) -> bool:
-        """Whether this gateway's load of ``model_id`` on ``node`` is under way."""
-        return (node.name, model_id) in self._loads
+    def loads_on(self, node: Node) -> set[str]:
+        """The models this gateway is loading on ``node``."""
+        return {model for name, model in self._loads if name == node.name}
 
     async def load(self, node: Node, spec: ModelSpec, need: Need) -> str:
         """Load ``spec`` on ``node``, or join the load under way; returns the endpoint URL.
@@ -136,15 +136,16 @@ class Lifecycle:
         self._metrics.cold_starts.labels(spec.model_id, node.name).inc()
         self._metrics.model_load.labels(spec.model_id, node.name).observe(seconds)
         self._record(node, node.set_model(answer.model, url))
+        node.resident(spec.model_id).load_seconds = seconds
         logger.info("loaded %s on %s in %.1f s", spec.model_id, node.name, seconds)
         return url
 
     async def endpoint(self, node: Node, model_id: str) -> str:
         """Where ``model_id`` is served on ``node``: kept from its load, else asked once."""
-        url = node.endpoints.get(model_id)
-        if url is None:
-            url = node.endpoints[model_id] = await self._fetch_endpoint(node, model_id)
-        return url
+        resident = node.resident(model_id)
+        if resident.endpoint is None:
+            resident.endpoint = await self._fetch_endpoint(node, model_id)
+        return resident.endpoint
 
     async def _fetch_endpoint(self, node: Node, model_id: str) -> str:
         answer = await self._upstream.get(
@@ -165,7 +166,7 @@ class Lifecycle:
             UnloadResponse,
             limit_s=self._load_timeout,
         )
-        info = node.models.get(model_id)
+        info = node.info(model_id)
         if info is not None:
             unloaded = msgspec.structs.replace(info, status="available", devices=[], in_flight=0)
             self._record(node, node.set_model(unloaded))
@@ -174,7 +175,7 @@ class Lifecycle:
 
     def forget(self, node: Node, model_id: str) -> None:
         """The neuron said ``model_id`` is not loaded (a race with an unload): believe it."""
-        info = node.models.get(model_id)
+        info = node.info(model_id)
         if info is not None and info.status == "loaded":
             self._record(node, node.set_model(msgspec.structs.replace(info, status="available")))
 

@@ -1,12 +1,14 @@
-"""Which node serves a request: a loaded replica, else a load under way, else a new load.
+"""Carrying out placement: which node serves a request, and the operator's loads and unloads.
 
-Among the healthy nodes where the model is loaded, the one with the fewest requests in flight
-wins (this gateway's live count, then the neuron's). Failing that, a load: joined where one is
-under way, else placed by :func:`~cortex_gateway.placement.policy.first_fit`. A load refused by a
-neuron is retried elsewhere as DESIGN §3's table allows. Reads the fleet's state from memory;
-never waits on the poller. Operator loads and unloads (``/admin``) go through the same code.
+Every decision is :func:`~cortex_gateway.placement.policy.decide`'s, over a snapshot of the
+fleet built for it; this module applies it. A ``Use`` resolves the model's endpoint on that
+node (a node that says ``model_not_loaded`` is believed, and the decision asked again); a
+``Load`` goes through :class:`~cortex_gateway.control.lifecycle.Lifecycle` (one load per node and
+model, shared by every waiter), and a refused load is retried elsewhere as DESIGN §3's table
+allows. Reads the fleet's state from memory; never waits on the poller.
 """
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +26,8 @@ from cortex_core.errors import (
 from cortex_gateway.control.lifecycle import Lifecycle, load_spec
 from cortex_gateway.fleet.catalogue import Catalogue
 from cortex_gateway.fleet.node import Node
-from cortex_gateway.placement.policy import Candidate, Need, Placement, first_fit, pick_devices
+from cortex_gateway.placement.policy import Ask, Load, Refuse, Use, decide
+from cortex_gateway.placement.snapshot import FleetSnapshot, Need
 from cortex_gateway.upstream import ConnectError
 
 __all__ = ["RETRY_AFTER_S", "Router", "Target"]
@@ -63,39 +66,21 @@ class Router:
         self._templates = templates
         self._may_load = may_load
 
-    async def route(
-        self, model_id: str, exclude: frozenset[str] = frozenset(), *, force: bool = False
-    ) -> Target:
-        """A node serving ``model_id`` (not one of ``exclude``), loading it if need be.
+    def snapshot(self) -> FleetSnapshot:
+        """The fleet as of now, for one decision."""
+        profiles = self._catalogue.profiles
+        return FleetSnapshot(
+            nodes=tuple(n.state(profiles, self._lifecycle.loads_on(n)) for n in self._nodes),
+            now=time.time(),
+        )
 
-        ``force`` loads on the first node that knows the model when none seems to have room.
+    async def route(self, model_id: str, exclude: frozenset[str] = frozenset()) -> Target:
+        """A node serving ``model_id`` (not one of ``exclude``), loading it if need be.
 
         Raises:
             CortexError: no node can serve it; the load's error when a load failed.
         """
-        skip = set(exclude)
-        unreachable: ConnectError | None = None
-        while loaded := [
-            n for n in self._nodes
-            if n.healthy and n.name not in skip and n.status(model_id) == "loaded"
-        ]:  # fmt: skip
-            node = min(
-                loaded, key=lambda n: (n.active.get(model_id, 0), n.models[model_id].in_flight)
-            )
-            try:
-                return Target(node, await self._lifecycle.endpoint(node, model_id))
-            except ModelNotLoadedError:
-                self._lifecycle.forget(node, model_id)
-            except ConnectError as exc:
-                skip.add(node.name)
-                unreachable = exc
-        if not self._may_load:
-            raise ServiceUnavailableError(
-                f"{model_id} is not loaded on any node, and this gateway does not load models "
-                "([eviction] lifecycle = false)",
-                retry_after=RETRY_AFTER_S,
-            )
-        return await self._load_somewhere(model_id, skip, force=force, last=unreachable)
+        return await self._serve(Ask(model_id, self._need(model_id), exclude=exclude))
 
     def forget(self, target: Target, model_id: str) -> None:
         """The target's neuron answered ``model_not_loaded``: stop sending it there."""
@@ -110,20 +95,8 @@ class Router:
             ServiceUnavailableError: the node is down, draining or has no room.
         """
         self._check_lifecycle()
-        if node_name is None:
-            return (await self.route(model_id, force=force)).node
-        node = self._node(node_name)
-        if node.status(model_id) == "loaded":
-            return node
-        need = Need.of(self._catalogue.profile(model_id))
-        devices = pick_devices(node.rooms(), need, free=True)
-        if devices is None and not force:
-            raise ServiceUnavailableError(
-                f"node {node.name} has no room for {model_id} now ({need.memory_mb} MiB)",
-                retry_after=RETRY_AFTER_S,
-            )
-        await self._load_on(node, model_id, devices or None, need)
-        return node
+        ask = Ask(model_id, self._need(model_id), node=node_name, force=force)
+        return (await self._serve(ask)).node
 
     async def unload(self, model_id: str, node_name: str | None, *, force: bool) -> list[str]:
         """Operator unload (``/admin/models/unload``) from one node, or from every node.
@@ -134,7 +107,12 @@ class Router:
         """
         self._check_lifecycle()
         if node_name is not None:
-            nodes = [self._node(node_name)]
+            node = self._by_name.get(node_name)
+            if node is None:
+                raise NotFoundError(f"No node is named {node_name!r}", param="node")
+            if not node.healthy:
+                raise _refusal(Refuse("node_down", f"node {node.name} is down or draining"))
+            nodes = [node]
         else:
             nodes = [n for n in self._nodes if n.up and n.status(model_id) in ("loaded", "loading")]
         if not nodes:
@@ -143,6 +121,9 @@ class Router:
             await self._lifecycle.unload(node, model_id, force=force, reason="admin")
         return [n.name for n in nodes]
 
+    def _need(self, model_id: str) -> Need:
+        return Need.of(self._catalogue.profile(model_id))
+
     def _check_lifecycle(self) -> None:
         if not self._may_load:
             raise PermissionDeniedError(
@@ -150,56 +131,44 @@ class Router:
                 "ask the gateway that does"
             )
 
-    def _node(self, name: str) -> Node:
-        node = self._by_name.get(name)
-        if node is None:
-            raise NotFoundError(f"No node is named {name!r}", param="node")
-        if not node.healthy:
-            state = "draining" if node.up else "down"
-            raise ServiceUnavailableError(f"node {name} is {state}", retry_after=RETRY_AFTER_S)
-        return node
-
-    async def _load_somewhere(
-        self, model_id: str, skip: set[str], *, force: bool, last: CortexError | None = None
-    ) -> Target:
-        """Load where it fits; ``last``: why the nodes already skipped could not serve it."""
-        need = Need.of(self._catalogue.profile(model_id))
+    async def _serve(self, ask: Ask) -> Target:
+        """Apply decisions until one serves ``ask``; ``last``: why a skipped node could not."""
+        skip = set(ask.exclude)
+        last: CortexError | None = None
         retried_failure = False
-        while (placement := self._place(model_id, need, skip, force=force)) is not None:
-            node = self._by_name[placement.node]
+        while True:
+            ask = Ask(ask.model, ask.need, ask.node, frozenset(skip), ask.force, self._may_load)
+            decision = decide(self.snapshot(), ask)
+            if isinstance(decision, Refuse):
+                # A node already tried says best why it could not serve it.
+                raise last if last is not None and ask.node is None else _refusal(decision)
+            node = self._by_name[decision.node]
             try:
-                return Target(node, await self._load_on(node, model_id, placement.devices, need))
+                if isinstance(decision, Use):
+                    return Target(node, await self._lifecycle.endpoint(node, ask.model))
+                return Target(node, await self._load_on(node, ask.model, decision))
+            except ModelNotLoadedError:
+                if not isinstance(decision, Use):
+                    raise
+                self._lifecycle.forget(node, ask.model)
+                continue
             except _ELSEWHERE as exc:
+                if ask.node is not None:
+                    raise
                 last = exc
             except LoadFailedError as exc:
-                if retried_failure:
+                if retried_failure or ask.node is not None:
                     raise
                 retried_failure, last = True, exc
             skip.add(node.name)
-        if last is not None:
-            raise last
-        raise ServiceUnavailableError(
-            f"No node has room for {model_id} now"
-            + (f" ({need.memory_mb} MiB)" if need.memory_mb else ""),
-            retry_after=RETRY_AFTER_S,
-        )
 
-    def _place(self, model_id: str, need: Need, skip: set[str], *, force: bool) -> Placement | None:
-        nodes = [
-            n for n in self._nodes
-            if n.healthy and n.name not in skip and n.status(model_id) is not None
-        ]  # fmt: skip
-        for node in nodes:
-            if self._lifecycle.loading(node, model_id) or node.status(model_id) == "loading":
-                return Placement(node.name, None)  # join it: the neuron shares one load
-        placement = first_fit([Candidate(n.name, n.rooms()) for n in nodes], need)
-        if placement is None and force and nodes:
-            return Placement(nodes[0].name, None)
-        return placement
-
-    async def _load_on(
-        self, node: Node, model_id: str, devices: tuple[int, ...] | None, need: Need
-    ) -> str:
+    async def _load_on(self, node: Node, model_id: str, decision: Load) -> str:
         profile = self._catalogue.profile(model_id)
-        spec = load_spec(model_id, profile, self._templates.get(model_id), devices)
-        return await self._lifecycle.load(node, spec, need)
+        spec = load_spec(model_id, profile, self._templates.get(model_id), decision.devices)
+        return await self._lifecycle.load(node, spec, Need.of(profile))
+
+
+def _refusal(decision: Refuse) -> CortexError:
+    if decision.reason == "no_node":
+        return NotFoundError(decision.message, param="node")
+    return ServiceUnavailableError(decision.message, retry_after=RETRY_AFTER_S)

@@ -7,14 +7,15 @@ servable too. ``/v1/models`` and the router both ask this module, so they always
 the fleet's state and never changes it.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from cortex_core.config import ModelProfile, ModelsConfig
 from cortex_core.errors import ModelNotFoundError
 from cortex_core.ids import check_model_id
 from cortex_core.wire.models import ModelCard, ModelList, ModelLocation
 from cortex_gateway.fleet.node import Node
-from cortex_gateway.placement.policy import Need, fits
+from cortex_gateway.placement.policy import fits
+from cortex_gateway.placement.snapshot import Need
 
 __all__ = ["Catalogue"]
 
@@ -26,6 +27,11 @@ class Catalogue:
         self._profiles = {p.id: p for p in models.models}
         self._aliases = {alias: p.id for p in models.models for alias in p.aliases}
         self._nodes = nodes
+
+    @property
+    def profiles(self) -> Mapping[str, ModelProfile]:
+        """models.toml's entries by id."""
+        return self._profiles
 
     def profile(self, model_id: str) -> ModelProfile | None:
         """The models.toml entry of ``model_id``, if it has one."""
@@ -76,7 +82,7 @@ class Catalogue:
         ids = dict.fromkeys(self._profiles)
         for node in self._nodes:
             if node.healthy:
-                ids.update(dict.fromkeys(sorted(node.models)))
+                ids.update(dict.fromkeys(sorted(m for m in node.residents if node.status(m))))
         return list(ids)
 
     def locations(self, model_id: str) -> list[ModelLocation]:
@@ -112,7 +118,7 @@ class Catalogue:
         )
 
     def _max_model_len(self, model_id: str) -> int | None:
-        infos = [n.models[model_id] for n in self._nodes if n.healthy and model_id in n.models]
+        infos = [i for n in self._nodes if n.healthy and (i := n.info(model_id)) is not None]
         loaded = [i.max_model_len for i in infos if i.status == "loaded" and i.max_model_len]
         if loaded:
             return loaded[0]

@@ -1,19 +1,21 @@
-"""What the gateway knows of each neuron: the state the poller builds and the router reads.
+"""What the gateway knows of each neuron: the state the poller builds and placement reads.
 
 The neuron is the source of truth (DESIGN §7.8): everything here is rebuilt from polls, plus the
 gateway's own live facts that a poll cannot know yet (its requests in flight, the memory its
-loads under way will take, a load or unload it has just finished). It never calls a neuron.
+loads under way will take, a load or unload it has just finished). Each model a node knows has
+one :class:`Resident` record holding both. It never calls a neuron.
 """
 
 import logging
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from cortex_core.config import NeuronPeer
+from cortex_core.config import ModelProfile, NeuronPeer
 from cortex_core.wire.control import Discovery, Health, ModelInfo, ModelStatus
-from cortex_gateway.placement.policy import DeviceRoom
+from cortex_gateway.placement.snapshot import DeviceRoom, LoadClaim, ModelState, NodeState
 
-__all__ = ["Node", "Reservation"]
+__all__ = ["Node", "Reservation", "Resident"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,39 @@ class Reservation:
 
 
 @dataclass(eq=False)
+class Resident:
+    """One model on one node: the neuron's last word on it, and this gateway's own facts."""
+
+    info: ModelInfo | None = None
+    """What the neuron last said (``None``: it does not know the model, or not yet)."""
+    endpoint: str | None = None
+    """Where its inference is served, resolved once per load."""
+    active: int = 0
+    """This gateway's requests in flight on it, counted from the moment one is forwarded."""
+    queued: int = 0
+    """Requests waiting in the neuron's queue beyond its engine's batch, from ``/health``."""
+    last_active: float | None = None
+    """Wall-clock time this gateway's last request on it ended."""
+    load_seconds: float | None = None
+    """How long its last load through this gateway took."""
+    changed: float | None = None
+    """When this gateway last changed its state ahead of polls (monotonic)."""
+
+    @property
+    def status(self) -> ModelStatus | None:
+        """Its state on the node, ``None`` when the neuron does not know it."""
+        return None if self.info is None else self.info.status
+
+    @property
+    def last_used(self) -> float | None:
+        """When its last request ended, by the neuron's clock or this gateway's, the later."""
+        neuron = self.info.last_used if self.info is not None else None
+        if neuron is None or self.last_active is None:
+            return neuron if neuron is not None else self.last_active
+        return max(neuron, self.last_active)
+
+
+@dataclass(eq=False)
 class Node:
     """One ``[[neurons]]`` peer and its last known state."""
 
@@ -41,15 +76,13 @@ class Node:
     """Wall-clock time of the last successful poll."""
     discovery: Discovery | None = None
     health: Health | None = None
-    models: dict[str, ModelInfo] = field(default_factory=dict)
-    endpoints: dict[str, str] = field(default_factory=dict)
-    """Where each loaded model's inference is served, resolved once per load."""
-    active: dict[str, int] = field(default_factory=dict)
-    """This gateway's requests in flight on this node, per model."""
+    residents: dict[str, Resident] = field(default_factory=dict)
+    """One record per model the node knows (or that this gateway still has requests on)."""
     cycles: int = 0
     """Models seen unloaded after being loaded, since the neuron started."""
+    cordoned: bool = False
+    """Takes no new loads (its resident models keep serving)."""
     reservations: list[Reservation] = field(default_factory=list)
-    _changed: dict[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -73,8 +106,25 @@ class Node:
 
     def status(self, model_id: str) -> ModelStatus | None:
         """The model's state here, ``None`` when the neuron does not know it."""
-        info = self.models.get(model_id)
-        return None if info is None else info.status
+        resident = self.residents.get(model_id)
+        return None if resident is None else resident.status
+
+    def info(self, model_id: str) -> ModelInfo | None:
+        """What the neuron last said of the model."""
+        resident = self.residents.get(model_id)
+        return None if resident is None else resident.info
+
+    def resident(self, model_id: str) -> Resident:
+        """The model's record here, made empty when there is none yet."""
+        resident = self.residents.get(model_id)
+        if resident is None:
+            resident = self.residents[model_id] = Resident()
+        return resident
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Where each loaded model's inference is served, as resolved (a copy)."""
+        return {m: r.endpoint for m, r in self.residents.items() if r.endpoint is not None}
 
     def rooms(self) -> list[DeviceRoom]:
         """Each device's total and free memory, less what this gateway's loads will take."""
@@ -93,18 +143,54 @@ class Node:
             for d in self.health.devices
         ]
 
+    def state(self, profiles: Mapping[str, ModelProfile], loading: Collection[str]) -> NodeState:
+        """This node as placement sees it; ``loading``: this gateway's loads under way here."""
+        models = {}
+        for model_id, resident in self.residents.items():
+            info = resident.info
+            if info is None:
+                continue
+            profile = profiles.get(model_id)
+            models[model_id] = ModelState(
+                model=model_id,
+                status=info.status,
+                memory_mb=info.memory_mb,
+                last_used=resident.last_used,
+                active=resident.active,
+                in_flight=info.in_flight,
+                queued=resident.queued,
+                pinned=profile is not None and self.name in profile.pinned_on,
+                priority=profile.priority if profile is not None else 100,
+                load_seconds=resident.load_seconds,
+                loading=model_id in loading,
+            )
+        return NodeState(
+            name=self.name,
+            up=self.up,
+            draining=self.draining,
+            cordoned=self.cordoned,
+            devices=tuple(self.rooms()),
+            models=models,
+            claims=tuple(
+                LoadClaim(r.devices, r.mb_per_device)
+                for r in self.reservations
+                if r.done_at is None
+            ),
+        )
+
     def set_model(self, info: ModelInfo, endpoint: str | None = None) -> int:
         """Record a change this gateway made (a load, an unload, a re-route) ahead of polls.
 
         Returns the number of load/unload cycles it completes (0 or 1).
         """
-        previous = self.status(info.id)
-        self.models[info.id] = info
-        self._changed[info.id] = time.monotonic()
+        resident = self.resident(info.id)
+        previous = resident.status
+        resident.info = info
+        resident.changed = time.monotonic()
         if endpoint is not None:
-            self.endpoints[info.id] = endpoint
+            resident.endpoint = endpoint
         elif info.status != "loaded":
-            self.endpoints.pop(info.id, None)
+            resident.endpoint = None
         return self._add_cycles(int(previous == "loaded" and info.status != "loaded"))
 
     def apply_poll(
@@ -116,11 +202,10 @@ class Node:
         the poll began is kept: the poll could not have seen it yet.
         """
         restarted = self.health is not None and health.uptime_secs < self.health.uptime_secs
-        if restarted or not self.up:
-            self.endpoints.clear()
         if restarted:
             logger.info("node %s restarted", self.name)
             self.cycles = 0
+        forget_endpoints = restarted or not self.up
         if discovery is not None:
             self.discovery = discovery
         self.health = health
@@ -131,24 +216,26 @@ class Node:
             r for r in self.reservations if r.done_at is None or r.done_at >= started
         ]
         fresh = {m.id: m for m in models}
-        for model_id, changed in list(self._changed.items()):
-            if changed >= started and model_id in self.models:
-                fresh[model_id] = self.models[model_id]
-            else:
-                del self._changed[model_id]
+        queued = {m.id: m.queued for m in health.models}
         cycles = 0
-        if not restarted:
-            for model_id, info in self.models.items():
-                now = fresh.get(model_id)
-                gone = now is None or now.status not in ("loaded", "unloading")
-                cycles += info.status == "loaded" and model_id not in self._changed and gone
+        residents, self.residents = self.residents, {}
+        for model_id in [*fresh, *(m for m in residents if m not in fresh)]:  # the neuron's order
+            resident = self.residents[model_id] = residents.get(model_id) or Resident()
+            if forget_endpoints:
+                resident.endpoint = None
+            resident.queued = queued.get(model_id, 0)
+            if resident.changed is not None and resident.changed >= started:
+                continue  # this gateway changed it after the poll began: the poll is older
+            resident.changed = None
+            now = fresh.get(model_id)
+            gone = now is None or now.status not in ("loaded", "unloading")
+            cycles += not restarted and resident.status == "loaded" and gone
+            resident.info = now
+            if now is None or now.status != "loaded":
+                resident.endpoint = None
+            if now is None and resident.active == 0:
+                del self.residents[model_id]
         self._add_cycles(cycles)
-        for model_id, info in fresh.items():
-            if info.status != "loaded":
-                self.endpoints.pop(model_id, None)
-        for model_id in self.endpoints.keys() - fresh.keys():
-            del self.endpoints[model_id]
-        self.models = fresh
         return cycles
 
     def _add_cycles(self, cycles: int) -> int:

@@ -130,7 +130,10 @@ def _node_view(node: Node, catalogue: Catalogue) -> NodeView:
             )
         )
     models = []
-    for info in node.models.values():
+    for resident in node.residents.values():
+        info = resident.info
+        if info is None:
+            continue
         profile = catalogue.profile(info.id)
         models.append(
             NodeModelView(

@@ -1,78 +1,43 @@
-"""``POST /v1/chat/completions`` and ``/v1/completions``: route, forward, relay, account.
+"""One inference request's way through the gateway, whatever its dialect: the transport.
 
-The body is read once (refused with 413 from ``Content-Length`` alone when too large), decoded
-only for its routing fields, and forwarded as bytes with DESIGN §4's edits only: an alias
-replaced by its id and, for streams, ``stream_options.include_usage`` set. Nothing is answered
-until the neuron has answered (no early 200), so routing and load errors keep their status.
-A request that has sent nothing yet is retried once when its node cannot be reached or says
-``model_not_loaded``; a neuron's own error answer passes through unchanged. A client that goes
-away cancels everything down to the neuron's request.
+The body is read once (refused with 413 from ``Content-Length`` alone when too large) and
+handed to the route's dialect, which says what model it names and what the neuron is sent.
+Nothing is answered until the neuron has answered (no early 200), so routing and load errors
+keep their status. A request that has sent nothing yet is retried once when its node cannot be
+reached or says ``model_not_loaded``; every other answer of the neuron goes back through the
+dialect. A client that goes away cancels everything down to the neuron's request. Every
+request is counted once, with its status, however it ends.
 """
 
 import asyncio
-import functools
-import re
 import time
+from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from starlette.types import Receive, Scope, Send
 
-from cortex_core import decode, encode
+from cortex_core.asgi import disconnected
 from cortex_core.errors import (
     CortexError,
-    ErrorEnvelope,
-    InvalidRequestError,
     ModelNotLoadedError,
     RequestTooLargeError,
     UpstreamError,
 )
-from cortex_core.wire.inference import InferenceRequest, UsageReport
 from cortex_gateway.context import AppContext, context
 from cortex_gateway.control.routing import Target
 from cortex_gateway.errors import refuse_unread, send_error
-from cortex_gateway.inference.openai import StreamRelay
+from cortex_gateway.inference.dialect import Answer, Call
 from cortex_gateway.metrics import UNKNOWN, RequestSeries
-from cortex_gateway.upstream import ConnectError, UpstreamResponse, peer_error
+from cortex_gateway.upstream import ConnectError, UpstreamResponse
 
-__all__ = ["InferenceEndpoint", "edit_body"]
+__all__ = ["InferenceEndpoint"]
 
 _RETRYABLE = (ConnectError, ModelNotLoadedError)
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
 class _ClientGoneError(Exception):
     """The client disconnected before its body arrived."""
-
-
-class _StreamOptions(msgspec.Struct):
-    stream_options: dict[str, Any] | None = None
-
-
-@functools.lru_cache(maxsize=256)
-def _model_member(name: str) -> re.Pattern[bytes]:
-    return re.compile(rb'"model"\s*:\s*"' + re.escape(name.encode()) + rb'"')
-
-
-def _add_member(body: bytes, member: bytes) -> bytes:
-    # The body decoded as an object, so its last non-blank byte is the closing brace. JSON
-    # parsers keep the last of two equal keys, so an added member overrides an earlier one.
-    end = body.rstrip().rfind(b"}")
-    return body[:end] + b"," + member + body[end:]
-
-
-def edit_body(body: bytes, request: InferenceRequest, model_id: str) -> bytes:
-    """``body`` with DESIGN §4's edits: the model's id for an alias, usage asked of streams."""
-    if request.model != model_id:
-        member = b'"model":' + encode(model_id)
-        found = list(_model_member(request.model).finditer(body))
-        if len(found) == 1:  # only the top-level key can be it: splice in place
-            body = body[: found[0].start()] + member + body[found[0].end() :]
-        else:
-            body = _add_member(body, member)
-    if request.streaming and not request.wants_usage:
-        options = decode(body, _StreamOptions).stream_options or {}
-        body = _add_member(body, b'"stream_options":' + encode({**options, "include_usage": True}))
-    return body
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -100,15 +65,15 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 class InferenceEndpoint:
-    """The ASGI app of one OpenAI inference route (``path`` is also the neuron's route)."""
+    """The ASGI app of one inference route; ``dialect`` makes each request's :class:`Call`."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, dialect: Callable[[bytes], Call]) -> None:
+        self.dialect = dialect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one inference request."""
         ctx = context(scope)
-        exchange = _Exchange(ctx, self.path, send)
+        exchange = _Exchange(ctx, scope["path"], send)
         try:
             body = await _read_body(scope, receive, ctx.config.gateway.max_body_bytes)
         except _ClientGoneError:
@@ -116,7 +81,7 @@ class InferenceEndpoint:
         except CortexError as exc:
             await exchange.refuse(exc, receive)
             return
-        await exchange.run(body, receive)
+        await exchange.run(body, self.dialect, receive)
 
 
 class _Exchange:
@@ -137,13 +102,13 @@ class _Exchange:
         """The metrics of this request's model and node, as far as they are known."""
         return self.ctx.metrics.series(self.model, self.node)
 
-    async def run(self, body: bytes, receive: Receive) -> None:
+    async def run(self, body: bytes, dialect: Callable[[bytes], Call], receive: Receive) -> None:
         task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.create_task(self._watch(receive, task))
         self.live = True
         try:
-            await self._serve(body)
+            await self._serve(body, dialect)
         except asyncio.CancelledError:
             if not self.gone or task.cancelling() > 1:
                 raise
@@ -155,8 +120,7 @@ class _Exchange:
             watcher.cancel()
 
     async def _watch(self, receive: Receive, task: "asyncio.Task[Any]") -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        await disconnected(receive)
         # Cancel only while the handler waits inside the work, so the cancellation lands there.
         if self.live:
             self.gone = True
@@ -167,20 +131,20 @@ class _Exchange:
         self.live = False
         self.series.failed(exc.code)
         if unread is None:
-            await send_error(self.send, exc)
+            await send_error(self.send, self.path, exc)
         else:
-            await refuse_unread(self.send, unread, exc)
+            await refuse_unread(self.send, unread, self.path, exc)
         self.series.finished(exc.status_code, time.perf_counter() - self.started)
 
-    async def _serve(self, body: bytes) -> None:
+    async def _serve(self, body: bytes, dialect: Callable[[bytes], Call]) -> None:
         try:
-            request = decode(body, InferenceRequest)
-            model_id = self.ctx.catalogue.resolve(request.model)
+            call = dialect(body)
+            model_id = self.ctx.catalogue.resolve(call.model)
         except CortexError as exc:
             await self.refuse(exc)
             return
         self.model = model_id
-        forwarded = edit_body(body, request, model_id)
+        forwarded = call.upstream_body(model_id)
         exclude: frozenset[str] = frozenset()
         for final in (False, True):
             try:
@@ -189,7 +153,7 @@ class _Exchange:
                 await self.refuse(exc)
                 return
             try:
-                await self._forward(target, forwarded, request, model_id, final=final)
+                await self._forward(target, call, forwarded, model_id, final=final)
                 return
             except _RETRYABLE as exc:
                 if final:
@@ -205,82 +169,58 @@ class _Exchange:
                 return
 
     async def _forward(
-        self, target: Target, body: bytes, request: InferenceRequest, model_id: str, *, final: bool
+        self, target: Target, call: Call, body: bytes, model_id: str, *, final: bool
     ) -> None:
         node, options = target.node, self.ctx.config.gateway
         self.node = node.name
         series = self.series
-        streaming = request.streaming
-        node.active[model_id] = node.active.get(model_id, 0) + 1
+        streaming = call.streaming
+        resident = node.resident(model_id)
+        resident.active += 1
         series.in_flight.inc()
         try:
             async with self.ctx.upstream.send(
                 node.peer,
-                target.url + self.path,
+                target.url + call.path,
                 body,
                 total=None if streaming else options.request_timeout_s,
                 idle=options.idle_timeout_s if streaming else None,
             ) as resp:
                 content_type = resp.header("content-type") or "application/json"
                 if resp.status >= 400:
-                    payload = await resp.read()
-                    if resp.status == 404 and not final:
-                        error = peer_error(node.name, resp.status, payload, None)
-                        if isinstance(error, ModelNotLoadedError):
-                            raise error
-                    await self._pass_error(resp, payload, content_type)
+                    refusal = await resp.refusal()
+                    if not final and isinstance(refusal.error, ModelNotLoadedError):
+                        raise refusal.error
+                    series.failed(refusal.error.code)
+                    await self._answer(call.refusal(refusal))
                 elif streaming and content_type.startswith("text/event-stream"):
-                    await self._relay(resp, request, series, node.name)
+                    await self._relay(resp, call, series, node.name)
                 else:
-                    await self._answer(resp, content_type)
+                    answer, usage = call.answer(resp.status, await resp.read(), content_type)
+                    if usage is not None:
+                        series.usage(usage.prompt_tokens, usage.completion_tokens)
+                    await self._answer(answer)
         finally:
-            node.active[model_id] -= 1
+            resident.active -= 1
+            resident.last_active = time.time()
             series.in_flight.dec()
 
-    async def _start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+    async def _answer(self, answer: Answer) -> None:
+        await self.send(
+            {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
+        )
+        await self._end(answer.status, answer.body)
 
     async def _end(self, status: int, body: bytes) -> None:
         self.live = False
         await self.send({"type": "http.response.body", "body": body})
         self.series.finished(status, time.perf_counter() - self.started)
 
-    async def _pass_error(self, resp: UpstreamResponse, payload: bytes, content_type: str) -> None:
-        try:
-            code = decode(payload, ErrorEnvelope).error.code or f"http_{resp.status}"
-        except InvalidRequestError:
-            code = f"http_{resp.status}"
-        self.series.failed(code)
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", b"%d" % len(payload)),
-        ]
-        retry_after = resp.header("retry-after")
-        if retry_after is not None:
-            headers.append((b"retry-after", retry_after.encode()))
-        await self._start(resp.status, headers)
-        await self._end(resp.status, payload)
-
-    async def _answer(self, resp: UpstreamResponse, content_type: str) -> None:
-        payload = await resp.read()
-        try:
-            usage = decode(payload, UsageReport).usage
-        except InvalidRequestError:
-            usage = None
-        if usage is not None:
-            self.series.usage(usage.prompt_tokens, usage.completion_tokens)
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", b"%d" % len(payload)),
-        ]
-        await self._start(resp.status, headers)
-        await self._end(resp.status, payload)
-
     async def _relay(
-        self, resp: UpstreamResponse, request: InferenceRequest, series: RequestSeries, node: str
+        self, resp: UpstreamResponse, call: Call, series: RequestSeries, node: str
     ) -> None:
-        await self._start(
-            resp.status, [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await self.send(
+            {"type": "http.response.start", "status": resp.status, "headers": _SSE_HEADERS}
         )
         first_token_at = 0.0
 
@@ -289,7 +229,7 @@ class _Exchange:
             first_token_at = time.perf_counter()
             series.ttft.observe(first_token_at - self.started)
 
-        relay = StreamRelay(self.send, wants_usage=request.wants_usage, on_first_token=first_token)
+        relay = call.relay(self.send, first_token)
         try:
             while chunk := await resp.read_chunk():
                 await relay.feed(chunk)

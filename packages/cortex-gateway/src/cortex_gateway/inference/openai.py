@@ -1,12 +1,18 @@
-"""Relays an OpenAI SSE stream to the client as it arrives, event by event, never re-encoded.
+"""The OpenAI dialect: ``/v1/chat/completions`` and ``/v1/completions`` as the neuron speaks them.
 
-Bytes go out as soon as an event is complete; only the tail of an event still arriving is
-held. Events are looked into only where needed: until the first token (for the time to first
-token) and where ``"usage"`` appears (for token counts, and to drop the usage-only chunk the
-gateway asked for on the client's behalf). After a failure, :meth:`StreamRelay.fail` ends the
-stream with an error event and ``data: [DONE]`` (DESIGN §6).
+Neurons speak OpenAI, so this dialect translates nothing. Its request view decodes only the
+routing fields; the body is forwarded as bytes with DESIGN §4's edits only (:func:`edit_body`:
+an alias replaced by its id and, for streams, ``stream_options.include_usage`` set). A neuron's
+error answer passes through unchanged; a whole answer too, read only for its ``usage``.
+
+:class:`StreamRelay` relays the SSE stream event by event as it arrives, never re-encoded: bytes
+go out as soon as an event is complete, and events are looked into only until the first token
+(for the time to first token) and where ``"usage"`` appears (for token counts, and to drop the
+usage-only chunk the gateway asked for on the client's behalf). After a failure,
+:meth:`StreamRelay.fail` ends the stream with an error event and ``data: [DONE]`` (DESIGN §6).
 """
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -14,14 +20,93 @@ from typing import Any
 import msgspec
 from starlette.types import Send
 
-from cortex_core import encode, to_envelope
-from cortex_core.errors import CortexError
-from cortex_core.wire.inference import Usage
+from cortex_core import decode, encode
+from cortex_core.asgi import DONE, error_event
+from cortex_core.errors import CortexError, InvalidRequestError
+from cortex_core.wire.inference import InferenceRequest, Usage, UsageReport
+from cortex_gateway.inference.dialect import Answer
+from cortex_gateway.upstream import Refusal
 
-__all__ = ["StreamRelay"]
+__all__ = ["OpenAICall", "StreamRelay", "edit_body"]
 
 _EVENT = re.compile(rb"(.*?)\r?\n\r?\n", re.DOTALL)
-_DONE = b"data: [DONE]\n\n"
+
+
+class _StreamOptions(msgspec.Struct):
+    stream_options: dict[str, Any] | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _model_member(name: str) -> re.Pattern[bytes]:
+    return re.compile(rb'"model"\s*:\s*"' + re.escape(name.encode()) + rb'"')
+
+
+def _add_member(body: bytes, member: bytes) -> bytes:
+    # The body decoded as an object, so its last non-blank byte is the closing brace. JSON
+    # parsers keep the last of two equal keys, so an added member overrides an earlier one.
+    end = body.rstrip().rfind(b"}")
+    return body[:end] + b"," + member + body[end:]
+
+
+def edit_body(body: bytes, request: InferenceRequest, model_id: str) -> bytes:
+    """``body`` with DESIGN §4's edits: the model's id for an alias, usage asked of streams."""
+    if request.model != model_id:
+        member = b'"model":' + encode(model_id)
+        found = list(_model_member(request.model).finditer(body))
+        if len(found) == 1:  # only the top-level key can be it: splice in place
+            body = body[: found[0].start()] + member + body[found[0].end() :]
+        else:
+            body = _add_member(body, member)
+    if request.streaming and not request.wants_usage:
+        options = decode(body, _StreamOptions).stream_options or {}
+        body = _add_member(body, b'"stream_options":' + encode({**options, "include_usage": True}))
+    return body
+
+
+def _json_answer(status: int, content_type: str, payload: bytes) -> Answer:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(payload))]
+    return Answer(status, headers, payload)
+
+
+class OpenAICall:
+    """One OpenAI inference request on its way through: ``path`` is also the neuron's route.
+
+    Raises:
+        InvalidRequestError: the body is not a JSON object with a string ``model``.
+    """
+
+    def __init__(self, path: str, body: bytes) -> None:
+        self.path = path
+        self._body = body
+        self._request = decode(body, InferenceRequest)
+        self.model = self._request.model
+        self.streaming = self._request.streaming
+
+    def upstream_body(self, model_id: str) -> bytes:
+        """The body for the neuron: the client's, with the allowed edits."""
+        return edit_body(self._body, self._request, model_id)
+
+    def refusal(self, refusal: Refusal) -> Answer:
+        """The neuron's error answer, passed through unchanged (its ``Retry-After`` too)."""
+        answer = _json_answer(refusal.status, refusal.content_type, refusal.payload)
+        answer.headers += [
+            (k.lower().encode(), v.encode()) for k, v in refusal.error.headers.items()
+        ]
+        return answer
+
+    def answer(self, status: int, payload: bytes, content_type: str) -> tuple[Answer, Usage | None]:
+        """The neuron's whole answer, unchanged, and the ``usage`` it reports."""
+        try:
+            usage = decode(payload, UsageReport).usage
+        except InvalidRequestError:
+            usage = None
+        return _json_answer(status, content_type, payload), usage
+
+    def relay(self, send: Send, on_first_token: Callable[[], None]) -> "StreamRelay":
+        """The relay of the neuron's stream to ``send``."""
+        return StreamRelay(
+            send, wants_usage=self._request.wants_usage, on_first_token=on_first_token
+        )
 
 
 class _Delta(msgspec.Struct):
@@ -111,12 +196,12 @@ class StreamRelay:
         """
         tail, self._pending = self._pending, b""
         if tail.strip() == b"data: [DONE]":
-            await self._forward(_DONE)
+            await self._forward(DONE)
 
     async def fail(self, exc: CortexError) -> None:
         """End the stream with ``exc`` as an error event, then ``data: [DONE]``."""
         self._pending = b""
-        await self._forward(b"data: " + encode(to_envelope(exc)) + b"\n\n" + _DONE)
+        await self._forward(error_event(exc))
 
     async def _forward(self, block: bytes) -> None:
         if block:

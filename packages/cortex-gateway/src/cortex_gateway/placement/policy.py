@@ -1,63 +1,66 @@
-"""Where a model can go: pure functions from device memory and a footprint to a decision.
+"""Where a request's model goes: one pure function from a fleet snapshot to a decision.
 
-First-fit without eviction: the first node (in cortex.toml's order) with devices that have the
-room now. No I/O, no clock and no fleet state: the router builds the snapshot, so the placement
-issue can replace :func:`first_fit` with strategies that evict (DESIGN §8) and test them alone.
+:func:`decide` is the only placement decision the gateway makes; requests, operator loads and
+(later) preloads all ask it. For now the policy is the core's: a healthy node where the model
+is loaded (the least busy), else one where a load is under way (join it), else the first node
+in cortex.toml's order that knows the model and has the room free now, else a refusal. It never
+evicts: the placement issue replaces the last step with strategies that do (DESIGN §8). No I/O,
+no clock (the snapshot carries the time), no fleet state but the snapshot.
 """
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from cortex_core.config import ModelProfile
+from cortex_gateway.placement.snapshot import DeviceRoom, FleetSnapshot, Need, NodeState
 
-__all__ = ["Candidate", "DeviceRoom", "Need", "Placement", "first_fit", "fits", "pick_devices"]
-
-
-@dataclass(frozen=True)
-class DeviceRoom:
-    """One device's memory: in total, and free now."""
-
-    index: int
-    total_mb: int
-    free_mb: int
+__all__ = ["Ask", "Decision", "Load", "Refuse", "Use", "decide", "fits", "pick_devices"]
 
 
 @dataclass(frozen=True)
-class Need:
-    """What a model needs: its footprint (``None``: unknown, counts as fitting) and devices."""
+class Ask:
+    """What a decision is asked for.
 
-    memory_mb: int | None = None
-    devices: int = 1
-    device_total_mb: int = 0
+    Args:
+        model: The model id.
+        need: Its footprint and devices.
+        node: Only this node (an operator's load); else any.
+        exclude: Nodes not to use (they already failed this request).
+        force: Load where the model is known even when the room looks short (the neuron judges).
+        may_load: Whether this gateway loads models at all (``[eviction] lifecycle``).
+    """
 
-    @classmethod
-    def of(cls, profile: ModelProfile | None) -> "Need":
-        """The need models.toml states; a model without a profile has an unknown footprint."""
-        if profile is None:
-            return cls()
-        return cls(profile.vram_mb, profile.min_devices, profile.min_device_vram_mb)
-
-    @property
-    def mb_per_device(self) -> int | None:
-        """The footprint split evenly over the devices (tensor parallelism splits it so)."""
-        return None if self.memory_mb is None else math.ceil(self.memory_mb / self.devices)
+    model: str
+    need: Need = field(default_factory=Need)
+    node: str | None = None
+    exclude: frozenset[str] = frozenset()
+    force: bool = False
+    may_load: bool = True
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A healthy node that knows the model, with its devices' memory."""
+class Use:
+    """Send it to ``node``, where the model is loaded."""
 
     node: str
-    rooms: Sequence[DeviceRoom]
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Load on ``node``, on ``devices`` (``None``: the neuron chooses)."""
+class Load:
+    """Load it on ``node`` (on ``devices``; ``None``: the neuron chooses), or join that load."""
 
     node: str
-    devices: tuple[int, ...] | None
+    devices: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """No node can take it now: ``reason`` is a metric label, ``message`` for a person."""
+
+    reason: str
+    message: str
+
+
+Decision = Use | Load | Refuse
 
 
 def pick_devices(rooms: Sequence[DeviceRoom], need: Need, *, free: bool) -> tuple[int, ...] | None:
@@ -81,10 +84,61 @@ def fits(rooms: Sequence[DeviceRoom], need: Need) -> bool:
     return pick_devices(rooms, need, free=False) is not None
 
 
-def first_fit(candidates: Sequence[Candidate], need: Need) -> Placement | None:
-    """The first candidate with room for ``need`` now, or ``None`` when none has."""
-    for candidate in candidates:
-        devices = pick_devices(candidate.rooms, need, free=True)
+def decide(fleet: FleetSnapshot, ask: Ask) -> Decision:
+    """Where ``ask.model`` goes in ``fleet``."""
+    if ask.node is not None:
+        return _on_node(fleet, ask)
+    nodes = [n for n in fleet.nodes if n.healthy and n.name not in ask.exclude]
+    loaded = [n for n in nodes if _status(n, ask.model) == "loaded"]
+    if loaded:
+        busy = {n.name: (n.models[ask.model].active, n.models[ask.model].in_flight) for n in loaded}
+        return Use(min(loaded, key=lambda n: busy[n.name]).name)
+    if not ask.may_load:
+        return Refuse(
+            "no_lifecycle",
+            f"{ask.model} is not loaded on any node, and this gateway does not load models "
+            "([eviction] lifecycle = false)",
+        )
+    knowing = [n for n in nodes if _status(n, ask.model) is not None]
+    for node in knowing:
+        state = node.models[ask.model]
+        if state.loading or state.status == "loading":
+            return Load(node.name)  # join it: the neuron shares one load
+    for node in knowing:
+        if node.cordoned:
+            continue
+        devices = pick_devices(node.devices, ask.need, free=True)
         if devices is not None:
-            return Placement(candidate.node, devices or None)
-    return None
+            return Load(node.name, devices or None)
+    movable = [n for n in knowing if not n.cordoned]
+    if ask.force and movable:
+        return Load(movable[0].name)
+    size = f" ({ask.need.memory_mb} MiB)" if ask.need.memory_mb else ""
+    return Refuse("no_room", f"No node has room for {ask.model} now{size}")
+
+
+def _on_node(fleet: FleetSnapshot, ask: Ask) -> Decision:
+    node = next((n for n in fleet.nodes if n.name == ask.node), None)
+    if node is None:
+        return Refuse("no_node", f"No node is named {ask.node!r}")
+    if not node.healthy:
+        return Refuse("node_down", f"node {node.name} is {'draining' if node.up else 'down'}")
+    status = _status(node, ask.model)
+    if status == "loaded":
+        return Use(node.name)
+    if node.cordoned:
+        return Refuse("cordoned", f"node {node.name} is cordoned: it takes no new loads")
+    if status == "loading" or (status is not None and node.models[ask.model].loading):
+        return Load(node.name)
+    devices = pick_devices(node.devices, ask.need, free=True)
+    if devices is None and not ask.force:
+        return Refuse(
+            "no_room",
+            f"node {node.name} has no room for {ask.model} now ({ask.need.memory_mb} MiB)",
+        )
+    return Load(node.name, devices or None)
+
+
+def _status(node: NodeState, model: str) -> str | None:
+    state = node.models.get(model)
+    return None if state is None else state.status
