@@ -13,7 +13,7 @@ from cortex_core.config import ConfigError, NeuronConfig, load, redacted
 from cortex_core.logging import configure
 from cortex_neuron import __version__
 from cortex_neuron.devices import Devices
-from cortex_neuron.lifecycle import check_engine_args
+from cortex_neuron.engine_args import check_engine_args
 
 _config_option = click.option(
     "-c",

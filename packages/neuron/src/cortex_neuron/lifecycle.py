@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from cortex_core.config import NeuronConfig, VllmOptions
+from cortex_core.config import VllmOptions
 from cortex_core.errors import (
     CortexError,
     EngineFailedError,
@@ -39,41 +39,14 @@ from cortex_core.wire.control import ModelActivity, ModelInfo, ModelSpec, ModelS
 from cortex_neuron.admission import Gate
 from cortex_neuron.devices import Devices
 from cortex_neuron.engine.base import Engine, EnginePlan, EngineStarter
+from cortex_neuron.engine_args import refused_args
 from cortex_neuron.metrics import NeuronMetrics
 from cortex_neuron.sources import ModelSources
 
-__all__ = ["ENGINE_ARGS_ALLOWED", "Lifecycle", "ModelState", "check_engine_args"]
+__all__ = ["Lifecycle", "ModelState"]
 
 logger = logging.getLogger(__name__)
 
-ENGINE_ARGS_ALLOWED = frozenset(
-    {
-        "block_size",
-        "compilation_config",
-        "cpu_offload_gb",
-        "data_parallel_size",
-        "disable_custom_all_reduce",
-        "disable_sliding_window",
-        "distributed_executor_backend",
-        "dtype",
-        "enable_chunked_prefill",
-        "enable_expert_parallel",
-        "enable_prefix_caching",
-        "enforce_eager",
-        "generation_config",
-        "kv_cache_dtype",
-        "limit_mm_per_prompt",
-        "max_logprobs",
-        "max_num_batched_tokens",
-        "max_num_seqs",
-        "pipeline_parallel_size",
-        "seed",
-        "swap_space",
-    }
-)
-"""vLLM engine arguments a load may set: none names a path or runs the model's own code."""
-
-_TRUST_REMOTE_CODE = "trust_remote_code"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 _MIN_KV_MB = 16  # below this a CPU engine cannot hold a single request's context
 
@@ -279,7 +252,7 @@ class Lifecycle:
                 param="model_id",
             )
         args = {**self._options.engine_args, **spec.engine_args}
-        refusal = _refused_args(args, self._options)
+        refusal = refused_args(args, self._options)
         if refusal:
             raise InvalidSpecError(refusal, param="engine_args")
         tensor_parallel = 1 if spec.tensor_parallel is None else spec.tensor_parallel
@@ -376,27 +349,6 @@ class Lifecycle:
         task = asyncio.create_task(coro)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
-
-
-def check_engine_args(config: NeuronConfig) -> list[str]:
-    """What neuron.toml asks of the engine that the allow-list refuses, one line per place."""
-    places = [("harness.vllm.engine_args", config.harness.vllm.engine_args)]
-    places += [
-        (f"default_models[{i}].engine_args", m.engine_args)
-        for i, m in enumerate(config.default_models)
-    ]
-    found = [(where, _refused_args(args, config.harness.vllm)) for where, args in places]
-    return [f"{where}: {refusal}" for where, refusal in found if refusal]
-
-
-def _refused_args(args: dict[str, Any], options: VllmOptions) -> str | None:
-    allowed = ENGINE_ARGS_ALLOWED | (
-        {_TRUST_REMOTE_CODE} if options.allow_trust_remote_code else set()
-    )
-    refused = sorted(args.keys() - allowed)
-    if not refused:
-        return None
-    return f"engine_args {refused} are not allowed; allowed: {sorted(allowed)}"
 
 
 def _weights_mb(path: Path | None) -> int:
