@@ -203,8 +203,8 @@ def aims(targets: list[Target]) -> str:
     lines = []
     if gateway and bare:
         ratio = gateway["cpu_ms_per_request"] / bare["cpu_ms_per_request"]
-        verdict = "met" if ratio <= 1.3 else "missed"
-        lines.append(f"- CPU per request ≤ 1.3x the bare pass-through: {ratio:.2f}x — {verdict}")
+        verdict = "met" if ratio <= 1.2 else "missed"
+        lines.append(f"- CPU per request ≤ 1.2x the bare pass-through: {ratio:.2f}x — {verdict}")
     if gateway and litellm:
         ratio = gateway["rps"] / litellm["rps"]
         lines.append(
@@ -212,10 +212,10 @@ def aims(targets: list[Target]) -> str:
         )
     else:
         lines.append("- req/s ≥ 15x LiteLLM's: not measured (LiteLLM did not run)")
-    if gateway:
-        rate = gateway["chunks_per_s"]
-        verdict = "met" if rate >= 50000 else "missed"
-        lines.append(f"- ≥ 50,000 chunks/s through a stream: {rate:,.0f} — {verdict}")
+    if gateway and bare:
+        ratio = gateway["chunks_per_s"] / bare["chunks_per_s"]
+        verdict = "met" if ratio >= 0.8 else "missed"
+        lines.append(f"- stream chunks/s ≥ 0.8x the bare pass-through's: {ratio:.2f}x — {verdict}")
     return "\n".join(lines)
 
 
@@ -224,6 +224,9 @@ def main() -> None:
     parser.add_argument("--litellm", help="the litellm executable (its own venv); omit to skip")
     parser.add_argument("--litellm-failure", default="", help="why LiteLLM could not be installed")
     parser.add_argument("--seconds", type=int, default=10, help="length of the c=64 runs")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds over every target, alternating (medians)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
@@ -277,17 +280,25 @@ def main() -> None:
         litellm.failure = args.litellm_failure or "not run (no --litellm)"
     targets.append(litellm)
 
+    rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
     try:
+        for round_ in range(args.rounds):  # alternating, so a noisy minute hits every target
+            for target in targets:
+                if target.failure:
+                    continue
+                try:
+                    wait_ready(target, 180)
+                    print(f"round {round_ + 1}: {target.name}…", file=sys.stderr, flush=True)
+                    measure(target, args.seconds, work)
+                    rounds[target.name].append(target.results)
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
+                    reason = str(exc).splitlines()[0]
+                    target.failure = f"failed: {reason} (logs in {work})"
         for target in targets:
-            if target.failure:
-                continue
-            try:
-                wait_ready(target, 180)
-                print(f"measuring {target.name}…", file=sys.stderr, flush=True)
-                measure(target, args.seconds, work)
-            except (RuntimeError, subprocess.CalledProcessError) as exc:
-                reason = str(exc).splitlines()[0]
-                target.failure = f"failed: {reason} (logs in {work})"
+            if rounds[target.name]:
+                target.results = {
+                    k: statistics.median(r[k] for r in rounds[target.name]) for k in target.results
+                }
     finally:
         for process in [t.process for t in targets if t.process]:
             process.terminate()
