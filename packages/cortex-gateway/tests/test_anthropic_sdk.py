@@ -351,3 +351,25 @@ async def test_an_upstream_that_dies_mid_stream_is_an_error_event(neuron: FakeNe
     assert isinstance(caught.value.body, dict)
     assert caught.value.body["error"]["type"] == "api_error"
     assert "broke the connection" in caught.value.body["error"]["message"]
+
+
+async def test_a_model_not_loaded_is_loaded_on_demand(neuron: FakeNeuron):
+    async with sdk(neuron) as (client, _):
+        reply = await client.messages.create(model="org/b", max_tokens=2, messages=HI)
+    assert [spec.model_id for spec in neuron.loads] == ["org/b"]
+    assert reply.usage.output_tokens == 2
+
+
+class BrokenTokenizer(FakeNeuron):
+    """A neuron whose ``/tokenize`` fails as a broken proxy would."""
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        return web.Response(status=502, text="bad gateway")
+
+
+async def test_count_tokens_estimates_when_the_neuron_cannot_count():
+    async with BrokenTokenizer(["org/a"], loaded=["org/a"]) as broken, sdk(broken) as (client, _):
+        counted = await client.messages.count_tokens(model="org/a", messages=HI)
+        raw = await client.messages.with_raw_response.count_tokens(model="org/a", messages=HI)
+    assert counted.model_extra == {"estimated": True}
+    assert raw.headers["cortex-token-count"] == "estimate"

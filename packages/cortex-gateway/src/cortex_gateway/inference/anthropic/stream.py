@@ -10,6 +10,7 @@ prefill) becomes a ``ping``. A failure, in the neuron's stream or of the stream 
 ``error`` event and the end (DESIGN §6).
 """
 
+import uuid
 from collections.abc import Callable
 
 import msgspec
@@ -154,13 +155,12 @@ class AnthropicRelay:
         self.done = True
 
     def _start(self, out: list[bytes], chunk: Completion | None) -> None:
+        """``message_start``, once: with the prompt's tokens when the first chunk has them."""
         if self._started:
             return
         self._started = True
-        ident = chunk.id if chunk is not None else ""
-        report = chunk.usage if chunk is not None else None
-        counts = usage(report)
-        counts.output_tokens = 0 if report is None else counts.output_tokens
+        ident = chunk.id if chunk is not None and chunk.id else uuid.uuid4().hex
+        counts = usage(chunk.usage if chunk is not None else None)
         message = MessageResponse(id=f"msg_{ident}", model=self._model, content=[], usage=counts)
         out.append(_sse(MessageStart(message=message)))
 
