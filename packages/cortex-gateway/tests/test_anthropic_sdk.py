@@ -1,8 +1,13 @@
 """The official ``anthropic`` SDK against a real gateway and fake neurons on 127.0.0.1."""
 
+import asyncio
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -373,3 +378,53 @@ async def test_count_tokens_estimates_when_the_neuron_cannot_count():
         raw = await client.messages.with_raw_response.count_tokens(model="org/a", messages=HI)
     assert counted.model_extra == {"estimated": True}
     assert raw.headers["cortex-token-count"] == "estimate"
+
+
+CLAUDE_CODE = "2.1.197"
+"""The Claude Code release the test drives (npm ``@anthropic-ai/claude-code``)."""
+CLAUDE_CODE_CACHE = Path(__file__).resolve().parents[3] / ".cache" / f"claude-code-{CLAUDE_CODE}"
+
+
+@pytest.fixture(scope="session")
+def claude_code() -> Path:
+    """Claude Code's ``claude``, installed from npm into the repository's .cache when missing."""
+    binary = CLAUDE_CODE_CACHE / "node_modules" / ".bin" / "claude"
+    if not binary.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("npm (Node.js) is not installed")
+        command = [npm, "install", "--prefix", str(CLAUDE_CODE_CACHE), "--no-audit", "--no-fund"]
+        subprocess.run([*command, f"@anthropic-ai/claude-code@{CLAUDE_CODE}"], check=True)
+    return binary
+
+
+@pytest.mark.slow
+async def test_claude_code_runs_a_turn_unmodified(
+    scripted: ScriptedNeuron, claude_code: Path, tmp_path: Path
+):
+    scripted.script, scripted.finish = [{"content": "Hi "}, {"content": "there!"}], "stop"
+    scripted.keep_alives = 1
+    async with running_gateway(fleet_config(scripted)) as gw:
+        env = {
+            "PATH": os.environ["PATH"],  # noqa: TID251 - where node is, passed on
+            "HOME": str(tmp_path),
+            "ANTHROPIC_BASE_URL": gw.url,
+            "ANTHROPIC_API_KEY": "any",
+            "DISABLE_TELEMETRY": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+        claude = await asyncio.create_subprocess_exec(
+            str(claude_code),
+            *("-p", "say hi", "--model", "org/a"),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await claude.communicate()
+    assert claude.returncode == 0, err.decode()
+    assert out.decode().strip() == "Hi there!"
+    sent = json.loads(scripted.requests[-1].body)
+    assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+    assert sent["max_tokens"] == 32000
+    assert sent["stream_options"]["include_usage"] is True
+    assert sent["tools"]
