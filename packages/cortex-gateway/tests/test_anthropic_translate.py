@@ -275,6 +275,15 @@ def test_sampling_fields_pass_and_no_system_means_no_system_message():
     }
 
 
+def test_an_assistant_turn_of_only_thinking_is_empty_text():
+    turns = [
+        {"role": "assistant", "content": [{"type": "redacted_thinking", "data": "x"}]},
+        {"role": "user", "content": "go on"},
+    ]
+    body = sent({**BASE, "messages": turns})
+    assert body["messages"][0] == {"role": "assistant", "content": ""}
+
+
 def test_system_turns_as_strings_merge_too():
     body = sent(
         {

@@ -130,7 +130,8 @@ def _assistant(blocks: list[Block], at: str, known: set[str]) -> Json:
                 f"{at}.content[{j}]: an assistant turn cannot hold a {type(block).__name__}",
                 param=f"{at}.content[{j}].type",
             )
-    turn: Json = {"role": "assistant", "content": "".join(texts) or None}
+    # null content only beside tool calls: templates reject an assistant turn with neither
+    turn: Json = {"role": "assistant", "content": "".join(texts) or (None if calls else "")}
     if calls:
         turn["tool_calls"] = calls
     return turn
