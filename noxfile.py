@@ -122,6 +122,7 @@ TEST_TOOLS = (
     "httpx",
     "psutil",
     "openai",  # the client in the tests of both daemons
+    "anthropic",  # the client of the gateway's /v1/messages tests
 )
 # vLLM's CPU build pins a +cpu torch; the PyPI builds of these then break `import vllm`, and an
 # extra cannot remove packages, so every engine venv drops them after installing.

@@ -1,6 +1,7 @@
 """The whole stack for real: `cortex serve` in front of `neuron serve` running vLLM's CPU build
 with the tiny model. The OpenAI SDK lists models, chats and streams through the gateway; the
-first request loads the model on demand."""
+first request loads the model on demand. The Anthropic SDK does the same through
+`/v1/messages`, and counts tokens exactly on the loaded model."""
 
 import json
 import re
@@ -10,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -117,3 +119,25 @@ def test_a_cold_chat_loads_the_model_then_streams(stack: str) -> None:
     (model,) = [m for m in fleet["nodes"][0]["models"] if m["id"] == MODEL]
     assert model["status"] == "loaded"
     assert json.dumps(fleet["models"])  # the fleet view is JSON all the way down
+
+
+def test_the_anthropic_sdk_through_the_stack(stack: str) -> None:
+    hello: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hello"}]
+    with anthropic.Anthropic(base_url=stack, api_key="x", max_retries=0, timeout=600) as client:
+        reply = client.messages.create(
+            model="tiny", system="Be brief.", max_tokens=8, messages=hello
+        )
+        with client.messages.stream(model=MODEL, max_tokens=8, messages=hello) as stream:
+            names = [event.type for event in stream]
+            streamed = stream.get_final_message()
+        counted = client.messages.count_tokens(model=MODEL, system="Be brief.", messages=hello)
+    assert 0 < reply.usage.output_tokens <= 8
+    assert reply.usage.input_tokens > 0
+    assert reply.stop_reason in ("end_turn", "max_tokens")
+    assert names[0] == "message_start"
+    assert names.count("message_start") == 1
+    assert names[-2:] == ["message_delta", "message_stop"]
+    assert 0 < streamed.usage.output_tokens <= 8
+    assert streamed.usage.input_tokens > 0
+    assert counted.model_extra == {}  # exact: the model is loaded
+    assert counted.input_tokens == reply.usage.input_tokens  # the same chat template, counted

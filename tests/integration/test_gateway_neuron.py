@@ -4,6 +4,7 @@ contract of DESIGN §3 as the two actually speak it, without vLLM."""
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 
@@ -105,3 +106,27 @@ async def test_the_neurons_own_errors_reach_the_client(neuron):
                     model="org/absent", messages=[{"role": "user", "content": "x"}]
                 )
             assert missing.value.code == "model_not_found"
+
+
+async def test_anthropic_messages_and_an_exact_count_through_the_neuron(neuron):
+    url, _, _ = neuron
+    hi: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hi"}]
+    async with (
+        running_gateway(gateway_config(url), MODELS) as gateway,
+        anthropic.AsyncAnthropic(base_url=gateway.url, api_key="x", max_retries=0) as client,
+    ):
+        estimate = await client.messages.count_tokens(model="tiny", messages=hi)
+        reply = await client.messages.create(model="tiny", max_tokens=3, messages=hi)
+        async with client.messages.stream(model="org/tiny", max_tokens=4, messages=hi) as stream:
+            streamed = await stream.get_final_message()
+        counted = await client.messages.count_tokens(model="tiny", system="s", messages=hi)
+    assert estimate.model_extra == {"estimated": True}  # not loaded yet, and not loaded by it
+    assert reply.content[0].type == "text"
+    assert reply.content[0].text == "tok0 tok1 tok2"
+    assert reply.usage.output_tokens == 3
+    assert streamed.content[0].type == "text"
+    assert streamed.content[0].text == "tok0 tok1 tok2 tok3 "
+    assert streamed.usage.output_tokens == 4
+    assert streamed.usage.input_tokens == reply.usage.input_tokens > 0
+    assert counted.model_extra == {}  # exact, from the neuron's /tokenize
+    assert counted.input_tokens > 0

@@ -17,6 +17,8 @@ from cortex_core import decode, encode
 from cortex_core.errors import RequestTooLargeError
 from cortex_gateway.context import context
 from cortex_gateway.fleet.views import fleet_view, health_view
+from cortex_gateway.inference.anthropic.call import AnthropicCall
+from cortex_gateway.inference.anthropic.count import count_tokens
 from cortex_gateway.inference.exchange import InferenceEndpoint
 from cortex_gateway.inference.openai import OpenAICall
 
@@ -118,7 +120,9 @@ def routes() -> list[BaseRoute]:
     """Every route of the gateway's client listener."""
     return [  # the busiest first: Starlette tries them in order
         Route("/v1/chat/completions", _openai("/v1/chat/completions"), methods=["POST"]),
+        Route("/v1/messages", InferenceEndpoint(AnthropicCall), methods=["POST"]),
         Route("/v1/completions", _openai("/v1/completions"), methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/", health, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/fleet", fleet, methods=["GET"]),

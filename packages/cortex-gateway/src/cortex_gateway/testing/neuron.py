@@ -28,6 +28,8 @@ from cortex_core.wire.control import (
     ModelInfo,
     ModelSpec,
     ModelStatus,
+    TokenizeRequest,
+    TokenizeResponse,
     UnloadRequest,
     UnloadResponse,
 )
@@ -150,6 +152,7 @@ class FakeNeuron:
         self.requests: list[Recorded] = []
         self.loads: list[ModelSpec] = []
         self.unloads: list[UnloadRequest] = []
+        self.tokenized: list[TokenizeRequest] = []
         self.control_headers: list[dict[str, str]] = []
         self.endpoint_calls = 0
         self.aborted = 0
@@ -176,6 +179,7 @@ class FakeNeuron:
                 web.post("/models/load", self._load),
                 web.post("/models/unload", self._unload),
                 web.get(r"/models/{model_id:.+}/endpoint", self._endpoint),
+                web.post("/tokenize", self._tokenize),
                 web.post("/v1/chat/completions", self._infer),
                 web.post("/v1/completions", self._infer),
             ]
@@ -317,6 +321,19 @@ class FakeNeuron:
         if model is None or model.status != "loaded":
             return _error(404, "model_not_loaded")
         return _json(EndpointResponse(url=self.url))
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        """Counts ``PROMPT_TOKENS`` per message (and per tool) of a loaded model."""
+        refused = self._refused(request)
+        if refused:
+            return refused
+        asked = msgspec.json.decode(await request.read(), type=TokenizeRequest)
+        self.tokenized.append(asked)
+        model = self.models.get(asked.model)
+        if model is None or model.status != "loaded":
+            return _error(404, "model_not_loaded")
+        count = PROMPT_TOKENS * (len(asked.messages or ()) + len(asked.tools or ()))
+        return _json(TokenizeResponse(count=count, max_model_len=model.max_model_len))
 
     async def _infer(self, request: web.Request) -> web.StreamResponse:
         refused = self._refused(request)
