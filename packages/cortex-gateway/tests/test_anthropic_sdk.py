@@ -392,7 +392,7 @@ def claude_code() -> Path:
     if not binary.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.skip("npm (Node.js) is not installed")
+            pytest.fail("npm (Node.js) is needed to install Claude Code for this test")
         command = [npm, "install", "--prefix", str(CLAUDE_CODE_CACHE), "--no-audit", "--no-fund"]
         subprocess.run([*command, f"@anthropic-ai/claude-code@{CLAUDE_CODE}"], check=True)
     return binary
