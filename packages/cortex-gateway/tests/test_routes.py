@@ -3,6 +3,7 @@
 from typing import Any
 
 import aiohttp
+import openai
 import pytest
 
 from cortex_core.config import EvictionOptions, ModelProfile, ModelsConfig
@@ -183,3 +184,37 @@ async def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(neuron,
         "Internal error; the gateway's log has it under request id rid-1"
     )
     assert "Traceback" not in str(body)
+
+
+async def test_an_operator_cordons_drains_and_uncordons_a_node(neuron):
+    async with running_gateway(fleet_config(neuron)) as gw:
+        answers = {}
+        for action in ("cordon", "drain", "uncordon"):
+            status, body = await call(gw.url + f"/admin/nodes/n1/{action}", method="POST")
+            fleet = (await call(gw.url + "/fleet"))[1]["nodes"][0]
+            answers[action] = (status, body, fleet["cordoned"], fleet["draining"])
+        missing = await call(gw.url + "/admin/nodes/nope/cordon", method="POST")
+        unknown = await call(gw.url + "/admin/nodes/n1/reboot", method="POST")
+    assert answers == {
+        "cordon": (200, {"node": "n1", "cordoned": True, "draining": False}, True, False),
+        "drain": (200, {"node": "n1", "cordoned": True, "draining": True}, True, True),
+        "uncordon": (200, {"node": "n1", "cordoned": False, "draining": False}, False, False),
+    }
+    assert (missing[0], missing[1]["error"]["param"]) == (404, "node")
+    assert unknown[0] == 404
+
+
+async def test_a_cordoned_node_serves_what_it_holds_and_loads_nothing(neuron, client):
+    async with running_gateway(fleet_config(neuron)) as gw:
+        await call(gw.url + "/admin/nodes/n1/cordon", method="POST")
+        sdk = client(gw.url)
+        await sdk.chat.completions.create(
+            model="org/a", messages=[{"role": "user", "content": "hi"}]
+        )
+        listed = {m.id async for m in sdk.models.list()}
+        with pytest.raises(openai.NotFoundError):
+            await sdk.chat.completions.create(
+                model="org/b", messages=[{"role": "user", "content": "hi"}]
+            )
+    assert listed == {"org/a"}
+    assert neuron.loads == []

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cortex_core import decode, encode
-from cortex_core.errors import RequestTooLargeError
+from cortex_core.errors import NotFoundError, RequestTooLargeError
 from cortex_gateway.context import context
 from cortex_gateway.fleet.views import fleet_view, health_view
 from cortex_gateway.inference.anthropic.call import AnthropicCall
@@ -43,6 +43,14 @@ class AdminLoaded(msgspec.Struct, kw_only=True, frozen=True):
     status: Literal["loaded"] = "loaded"
     model: str
     node: str
+
+
+class AdminNode(msgspec.Struct, kw_only=True, frozen=True):
+    """Answer to ``/admin/nodes/{name}/cordon``, ``/uncordon`` and ``/drain``: its new state."""
+
+    node: str
+    cordoned: bool
+    draining: bool
 
 
 class AdminUnloaded(msgspec.Struct, kw_only=True, frozen=True):
@@ -112,6 +120,16 @@ async def admin_unload(request: Request) -> Response:
     return _json(AdminUnloaded(model=model_id, nodes=nodes))
 
 
+async def admin_node(request: Request) -> Response:
+    """``POST /admin/nodes/{name}/{cordon,uncordon,drain}``: steer a node's new loads."""
+    ctx = context(request.scope)
+    name, action = request.path_params["name"], request.path_params["action"]
+    if action not in ("cordon", "uncordon", "drain"):
+        raise NotFoundError(f"No route {request.url.path}")
+    node = ctx.router.steer(name, cordon=action != "uncordon", drain=action == "drain")
+    return _json(AdminNode(node=node.name, cordoned=node.cordoned, draining=node.draining))
+
+
 def _openai(path: str) -> InferenceEndpoint:
     return InferenceEndpoint(functools.partial(OpenAICall, path))
 
@@ -130,4 +148,5 @@ def routes() -> list[BaseRoute]:
         Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
         Route("/admin/models/load", admin_load, methods=["POST"]),
         Route("/admin/models/unload", admin_unload, methods=["POST"]),
+        Route("/admin/nodes/{name}/{action}", admin_node, methods=["POST"]),
     ]

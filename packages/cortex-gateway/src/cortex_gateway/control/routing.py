@@ -8,6 +8,7 @@ model, shared by every waiter), and a refused load is retried elsewhere as DESIG
 allows. Reads the fleet's state from memory; never waits on the poller.
 """
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from cortex_gateway.placement.snapshot import FleetSnapshot, Need
 from cortex_gateway.upstream import ConnectError
 
 __all__ = ["RETRY_AFTER_S", "Router", "Target"]
+
+logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 10.0
 """What a client is told to wait when no node has room now."""
@@ -120,6 +123,25 @@ class Router:
         for node in nodes:
             await self._lifecycle.unload(node, model_id, force=force, reason="admin")
         return [n.name for n in nodes]
+
+    def steer(self, node_name: str, *, cordon: bool, drain: bool) -> Node:
+        """Cordon a node (no new loads), drain it (and unload its models as they go idle), or not.
+
+        ``cordon`` and ``drain`` both false is an uncordon: both are undone.
+
+        Raises:
+            PermissionDeniedError: this gateway does not load or unload models.
+            NotFoundError: no node is named ``node_name``.
+        """
+        self._check_lifecycle()
+        node = self._by_name.get(node_name)
+        if node is None:
+            raise NotFoundError(f"No node is named {node_name!r}", param="node")
+        node.cordoned, node.drained = cordon, drain
+        logger.info(
+            "node %s %s", node.name, "drained" if drain else "cordoned" if cordon else "uncordoned"
+        )
+        return node
 
     def _need(self, model_id: str) -> Need:
         return Need.of(self._catalogue.profile(model_id))

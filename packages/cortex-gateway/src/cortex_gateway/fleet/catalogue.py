@@ -71,7 +71,7 @@ class Catalogue:
             return False
         if status in ("loaded", "loading"):
             return True
-        return fits(node.rooms(), Need.of(self._profiles.get(model_id)))
+        return not node.cordoned and fits(node.rooms(), Need.of(self._profiles.get(model_id)))
 
     def servable(self, model_id: str) -> bool:
         """Whether some healthy node can serve ``model_id`` now."""

@@ -81,7 +81,9 @@ class Node:
     cycles: int = 0
     """Models seen unloaded after being loaded, since the neuron started."""
     cordoned: bool = False
-    """Takes no new loads (its resident models keep serving)."""
+    """Takes no new loads (its resident models keep serving): an operator's cordon or drain."""
+    drained: bool = False
+    """An operator's drain: cordoned, and its models are unloaded as they go idle."""
     reservations: list[Reservation] = field(default_factory=list)
 
     @property
@@ -90,14 +92,19 @@ class Node:
         return self.peer.name
 
     @property
-    def draining(self) -> bool:
+    def shutting_down(self) -> bool:
         """Whether the neuron said it is shutting down."""
         return self.health is not None and self.health.draining
 
     @property
+    def draining(self) -> bool:
+        """Whether the node is on its way out: an operator's drain, or the neuron shutting down."""
+        return self.drained or self.shutting_down
+
+    @property
     def healthy(self) -> bool:
-        """Up and not draining: requests and loads may go here."""
-        return self.up and not self.draining
+        """Up and not shutting down: requests may go here (loads only when not cordoned)."""
+        return self.up and not self.shutting_down
 
     @property
     def defrag_due(self) -> bool:
@@ -167,7 +174,7 @@ class Node:
         return NodeState(
             name=self.name,
             up=self.up,
-            draining=self.draining,
+            draining=self.shutting_down,
             cordoned=self.cordoned,
             devices=tuple(self.rooms()),
             models=models,

@@ -72,6 +72,7 @@ class NodeView(msgspec.Struct, kw_only=True, frozen=True):
     consecutive_failures: int
     load_unload_cycles: int
     defrag_due: bool
+    cordoned: bool
     draining: bool
     devices: list[DeviceView]
     models: list[NodeModelView]
@@ -153,6 +154,7 @@ def _node_view(node: Node, catalogue: Catalogue) -> NodeView:
         consecutive_failures=node.consecutive_failures,
         load_unload_cycles=node.cycles,
         defrag_due=node.defrag_due,
+        cordoned=node.cordoned,
         draining=node.draining,
         devices=devices,
         models=models,
