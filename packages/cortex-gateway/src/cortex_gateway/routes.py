@@ -6,6 +6,7 @@ operator's load and unload.
 """
 
 import functools
+import time
 from typing import Literal
 
 import msgspec
@@ -22,7 +23,15 @@ from cortex_gateway.inference.anthropic.count import count_tokens
 from cortex_gateway.inference.exchange import InferenceEndpoint
 from cortex_gateway.inference.openai import OpenAICall
 
-__all__ = ["ADMIN_BODY_LIMIT", "AdminLoaded", "AdminModelRequest", "AdminUnloaded", "routes"]
+__all__ = [
+    "ADMIN_BODY_LIMIT",
+    "AdminLoaded",
+    "AdminModelRequest",
+    "AdminNode",
+    "AdminUnloaded",
+    "Eviction",
+    "routes",
+]
 
 
 class AdminModelRequest(msgspec.Struct, kw_only=True, frozen=True):
@@ -37,12 +46,22 @@ class AdminModelRequest(msgspec.Struct, kw_only=True, frozen=True):
     force: bool = False
 
 
+class Eviction(msgspec.Struct, kw_only=True, frozen=True):
+    """A model unloaded to make room."""
+
+    model: str
+    node: str
+
+
 class AdminLoaded(msgspec.Struct, kw_only=True, frozen=True):
-    """Answer to ``/admin/models/load``: where the model is loaded."""
+    """Answer to ``/admin/models/load``: where the model is loaded, how long it took, and what
+    was unloaded to make room for it."""
 
     status: Literal["loaded"] = "loaded"
     model: str
     node: str
+    seconds: float = 0.0
+    evicted: list[Eviction] = msgspec.field(default_factory=list)
 
 
 class AdminNode(msgspec.Struct, kw_only=True, frozen=True):
@@ -106,9 +125,11 @@ async def admin_load(request: Request) -> Response:
     """``POST /admin/models/load``: load a model (on a node, or where placement says)."""
     ctx = context(request.scope)
     body = await _admin_body(request)
+    started = time.perf_counter()
     model_id = ctx.catalogue.resolve(body.model)
     node = await ctx.router.load(model_id, body.node, force=body.force)
-    return _json(AdminLoaded(model=model_id, node=node.name))
+    seconds = round(time.perf_counter() - started, 3)
+    return _json(AdminLoaded(model=model_id, node=node.name, seconds=seconds))
 
 
 async def admin_unload(request: Request) -> Response:
