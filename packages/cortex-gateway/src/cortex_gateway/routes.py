@@ -54,8 +54,7 @@ class Eviction(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class AdminLoaded(msgspec.Struct, kw_only=True, frozen=True):
-    """Answer to ``/admin/models/load``: where the model is loaded, how long it took, and what
-    was unloaded to make room for it."""
+    """Answer to ``/admin/models/load``: where it is loaded, the seconds it took, what made room."""
 
     status: Literal["loaded"] = "loaded"
     model: str
