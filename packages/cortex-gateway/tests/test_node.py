@@ -161,7 +161,7 @@ def test_the_state_placement_reads_carries_pins_priorities_and_claims():
     node.resident("a").load_seconds = 12.5
     node.reservations.append(Reservation((0,), 3000))
     profiles = {"a": ModelProfile(id="a", pinned_on=("n1",), priority=7)}
-    state = node.state(profiles, loading={"b"})
+    state = node.state(profiles, loading={"b"}, waiting={"a": 3})
     a, b = state.models["a"], state.models["b"]
     assert (a.status, a.active, a.pinned, a.priority, a.load_seconds) == (
         "loaded",

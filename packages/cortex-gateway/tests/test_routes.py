@@ -116,7 +116,9 @@ async def test_admin_load_and_unload_go_through_the_router():
 
 
 async def test_admin_load_forced_where_nothing_fits_tries_the_first_node():
-    models = ModelsConfig(models=(ModelProfile(id="org/b", vram_mb=900),))
+    models = ModelsConfig(
+        models=(ModelProfile(id="org/b", vram_mb=900), ModelProfile(id="org/x", pinned_on=("n1",)))
+    )
     async with (
         FakeNeuron(["org/b", "org/x"], loaded=["org/x"], device_mb=1000) as fake,
         running_gateway(fleet_config(fake), models) as gw,

@@ -88,7 +88,8 @@ async def test_a_load_refused_with_a_retryable_code_goes_elsewhere(status, code)
         first.load_failures["org/b"] = (status, code)
         got, _, _ = await chat(gw.url, "org/b")
     assert got == 200
-    assert [len(first.loads), len(second.loads)] == [1, 1]
+    # out_of_memory is decided again once on the same node, its memory read afresh (issue 8)
+    assert [len(first.loads), len(second.loads)] == [2 if status == 507 else 1, 1]
     assert second.models["org/b"].status == "loaded"
 
 
@@ -127,7 +128,8 @@ async def test_when_every_node_refuses_the_client_gets_the_neurons_error(status,
         first.load_failures["org/b"] = second.load_failures["org/b"] = (status, code)
         got, _, body = await chat(gw.url, "org/b")
     assert (got, body["error"]["code"]) == (status, code)
-    assert [len(first.loads), len(second.loads)] == [1, 1]
+    tries = 2 if status == 507 else 1  # out_of_memory: once more on each node, then elsewhere
+    assert [len(first.loads), len(second.loads)] == [tries, tries]
 
 
 async def test_load_failed_is_retried_only_once():
@@ -180,7 +182,11 @@ async def test_the_load_spec_carries_the_models_toml_settings(tmp_path):
 
 async def test_first_fit_skips_a_node_without_room_and_counts_loads_under_way():
     models = ModelsConfig(
-        models=(ModelProfile(id="org/b", vram_mb=3000), ModelProfile(id="org/c", vram_mb=3000))
+        models=(
+            ModelProfile(id="org/b", vram_mb=3000),
+            ModelProfile(id="org/c", vram_mb=3000),
+            ModelProfile(id="org/x", pinned_on=("n1",)),  # nothing makes room on n1
+        )
     )
     async with (
         FakeNeuron(["org/b", "org/c", "org/x"], loaded=["org/x"], device_mb=4000) as small,
@@ -196,12 +202,14 @@ async def test_first_fit_skips_a_node_without_room_and_counts_loads_under_way():
             return big.models["org/b"].status == "loading"
 
         await eventually(loading)
-        second = await chat(gw.url, "org/c")  # 2000 MiB left on n2 while org/b loads
+        # 2000 MiB left on n2 while org/b loads: org/c waits for room, not placed beside it
+        second = asyncio.create_task(chat(gw.url, "org/c"))
         first_status = (await first)[0]
-    assert (first_status, second[0]) == (200, 503)
-    assert second[2]["error"]["code"] == "service_unavailable"
-    assert second[1]["Retry-After"] == "10"
-    assert [s.model_id for s in big.loads] == ["org/b"]
+        second_status = (await second)[0]
+    assert (first_status, second_status) == (200, 200)
+    # org/b served its request before it made room for org/c; nothing loaded beside it
+    assert [s.model_id for s in big.loads] == ["org/b", "org/c"]
+    assert [u.model_id for u in big.unloads] == ["org/b"]
     assert small.loads == []
 
 

@@ -64,19 +64,34 @@ Relative paths are relative to this file.""",
                 ("idle_timeout_s", 300, "A stream that sends nothing for this long is cut off."),
                 ("request_timeout_s", 1800, "A non-streaming request may take this long."),
                 ("max_body_bytes", 33554432, "Larger request bodies are refused with 413."),
+                (
+                    "queue_per_model",
+                    256,
+                    "Requests that may wait for one model (loading, or for room); then 429.",
+                ),
+                ("queue_timeout_s", 300, "A request waits this long for room; then 503."),
             ],
         ),
         (
             "[eviction]",
             "",
             [
-                ("strategy", "lru", "Which idle model makes room first: lru | priority."),
+                (
+                    "strategy",
+                    "lru",
+                    "Which idle model makes room first: lru | priority | cost.",
+                ),
                 (
                     "defrag_after_cycles",
                     50,
                     "Warn after this many load/unload cycles on a node (0 = never).",
                 ),
                 ("idle_ttl_s", 0, "Unload a model idle this long (0 = never); pins exempt."),
+                (
+                    "max_pass_over_s",
+                    30,
+                    "A model's queue is passed over at most this long before others yield.",
+                ),
                 (
                     "lifecycle",
                     True,

@@ -19,7 +19,9 @@ from cortex_core.config import GatewayConfig, ModelsConfig
 from cortex_gateway.auth import AuthMiddleware, Keys
 from cortex_gateway.context import AppContext
 from cortex_gateway.control.lifecycle import Lifecycle, read_templates
+from cortex_gateway.control.queue import Queue
 from cortex_gateway.control.routing import Router
+from cortex_gateway.control.upkeep import Upkeep
 from cortex_gateway.errors import EXCEPTION_HANDLERS, error_body
 from cortex_gateway.fleet.catalogue import Catalogue
 from cortex_gateway.fleet.node import Node
@@ -43,7 +45,6 @@ def create_app(
     """
     templates = read_templates(models, config.models_config or "models.toml")
     metrics = Metrics(registry)
-    _warn_unread(config, models)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppContext]]:
@@ -54,10 +55,26 @@ def create_app(
             )
             catalogue = Catalogue(models, nodes)
             lifecycle = Lifecycle(upstream, metrics, load_timeout=config.gateway.load_timeout_s)
-            router = Router(
-                catalogue, nodes, lifecycle, templates, may_load=config.eviction.lifecycle
+            options = config.gateway
+            queue = Queue(
+                metrics,
+                per_model=options.queue_per_model,
+                timeout_s=options.queue_timeout_s,
+                pass_over_s=config.eviction.max_pass_over_s,
             )
-            poller = Poller(nodes, upstream, metrics, interval=config.gateway.poll_interval_s)
+            router = Router(catalogue, nodes, lifecycle, queue, metrics, templates, config.eviction)
+            poller = Poller(
+                nodes, upstream, metrics, interval=options.poll_interval_s, on_poll=queue.changed
+            )
+            upkeep = Upkeep(
+                nodes,
+                models,
+                router,
+                lifecycle,
+                queue,
+                idle_ttl_s=config.eviction.idle_ttl_s,
+                interval_s=min(options.poll_interval_s, 5.0),
+            )
             await poller.poll_all()
             logger.info(
                 "%d of %d neurons healthy; serving %d models",
@@ -70,11 +87,12 @@ def create_app(
                 nodes=nodes,
                 catalogue=catalogue,
                 router=router,
+                queue=queue,
                 upstream=upstream,
                 metrics=metrics,
             )
             try:
-                async with poller.running():
+                async with poller.running(), upkeep.running():
                     yield {"cortex": ctx}
             finally:
                 lifecycle.cancel()
@@ -93,21 +111,3 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-
-
-def _warn_unread(config: GatewayConfig, models: ModelsConfig) -> None:
-    """Say so when cortex.toml or models.toml set what no code reads yet (DESIGN §8 will)."""
-    unread = []
-    if config.eviction.strategy != "lru":
-        unread.append(f"[eviction] strategy = {config.eviction.strategy!r}")
-    if config.eviction.idle_ttl_s:
-        unread.append(f"[eviction] idle_ttl_s = {config.eviction.idle_ttl_s:g}")
-    unread += [
-        f"models {p.id!r} priority = {p.priority}" for p in models.models if p.priority != 100
-    ]
-    if unread:
-        logger.warning(
-            "not in effect yet (this gateway never evicts; the placement policy will read "
-            "them): %s",
-            "; ".join(unread),
-        )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from starlette.types import Scope
 
 from cortex_core.config import GatewayConfig
+from cortex_gateway.control.queue import Queue
 from cortex_gateway.control.routing import Router
 from cortex_gateway.fleet.catalogue import Catalogue
 from cortex_gateway.fleet.node import Node
@@ -23,6 +24,7 @@ class AppContext:
     nodes: Sequence[Node]
     catalogue: Catalogue
     router: Router
+    queue: Queue
     upstream: Upstream
     metrics: Metrics
 

@@ -134,8 +134,33 @@ class Metrics:
         )
         self.evictions = Counter(
             "cortex_evictions",
-            "Models unloaded by this gateway, by reason (admin: an operator's unload).",
+            "Models unloaded by this gateway, by reason (lru, priority, cost, idle_ttl, drain, "
+            "admin).",
             ("node", "reason"),
+            registry=registry,
+        )
+        self.placement_refusals = Counter(
+            "cortex_placement_refusals",
+            "Requests placement could not serve, by reason (no_room, yielding, no_node, ...).",
+            ("reason",),
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "cortex_queue_depth",
+            "Requests waiting in this gateway's queue for the model (loading, or for room).",
+            ("model",),
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "cortex_queue_wait_seconds",
+            "How long requests waited in the queue before they were sent or refused.",
+            buckets=_TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.model_resident = Gauge(
+            "cortex_model_resident",
+            "1 while the model is loaded on the node, as last polled.",
+            ("node", "model"),
             registry=registry,
         )
         self.node_up = Gauge(
@@ -185,6 +210,7 @@ class Metrics:
             self.device_utilization,
         )
         self._series: dict[tuple[str, str], RequestSeries] = {}
+        self._resident: dict[str, set[str]] = {}
 
     def series(self, model: str, node: str) -> RequestSeries:
         """The per-request children for ``(model, node)``, created once."""
@@ -209,6 +235,14 @@ class Metrics:
         self.device_memory_free.labels(*labels).set(free_mb * _MIB)
         if util_pct is not None:
             self.device_utilization.labels(*labels).set(util_pct / 100)
+
+    def residents(self, node: str, loaded: set[str]) -> None:
+        """Set ``cortex_model_resident`` for ``node``: 1 for ``loaded``, 0 for models gone."""
+        for model in self._resident.get(node, set()) - loaded:
+            self.model_resident.labels(node, model).set(0)
+        for model in loaded:
+            self.model_resident.labels(node, model).set(1)
+        self._resident[node] = self._resident.get(node, set()) | loaded
 
     def forget_devices(self, node: str) -> None:
         """Drop a down node's device series: stale readings would mislead."""

@@ -126,9 +126,11 @@ async def admin_load(request: Request) -> Response:
     body = await _admin_body(request)
     started = time.perf_counter()
     model_id = ctx.catalogue.resolve(body.model)
-    node = await ctx.router.load(model_id, body.node, force=body.force)
+    target = await ctx.router.load(model_id, body.node, force=body.force)
     seconds = round(time.perf_counter() - started, 3)
-    return _json(AdminLoaded(model=model_id, node=node.name, seconds=seconds))
+    node = target.node.name
+    evicted = [Eviction(model=m, node=node) for m in target.evicted]
+    return _json(AdminLoaded(model=model_id, node=node, seconds=seconds, evicted=evicted))
 
 
 async def admin_unload(request: Request) -> Response:

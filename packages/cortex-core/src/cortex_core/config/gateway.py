@@ -46,6 +46,8 @@ class GatewayOptions(ConfigStruct, frozen=True):
     idle_timeout_s: Seconds = 300.0
     request_timeout_s: Seconds = 1800.0
     max_body_bytes: MiB = 33554432
+    queue_per_model: Annotated[int, msgspec.Meta(ge=1)] = 256
+    queue_timeout_s: Seconds = 300.0
 
     def __post_init__(self) -> None:
         _check_address("listen", self.listen)
@@ -55,9 +57,10 @@ class GatewayOptions(ConfigStruct, frozen=True):
 class EvictionOptions(ConfigStruct, frozen=True):
     """``[eviction]``: which idle models make room, and whether this gateway may load at all."""
 
-    strategy: Literal["lru", "priority"] = "lru"
+    strategy: Literal["lru", "priority", "cost"] = "lru"
     defrag_after_cycles: Count = 50
     idle_ttl_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    max_pass_over_s: Seconds = 30.0
     lifecycle: bool = True
 
 

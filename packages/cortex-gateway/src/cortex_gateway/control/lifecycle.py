@@ -17,6 +17,7 @@ import msgspec
 from cortex_core.config import ConfigError, ModelProfile, ModelsConfig
 from cortex_core.wire.control import (
     EndpointResponse,
+    Health,
     LoadResponse,
     ModelSpec,
     UnloadRequest,
@@ -32,7 +33,10 @@ __all__ = ["CONTROL_TIMEOUT_S", "Lifecycle", "load_spec", "read_templates"]
 logger = logging.getLogger(__name__)
 
 CONTROL_TIMEOUT_S = 10.0
-"""Bound on the neuron's quick lifecycle calls (the endpoint of a loaded model)."""
+"""Bound on the neuron's quick lifecycle calls (the endpoint of a loaded model, health)."""
+
+FREE_WAIT_S = 30.0
+"""After evictions, how long a load waits for the node to report the memory free."""
 
 
 def read_templates(models: ModelsConfig, source: str = "models.toml") -> dict[str, str]:
@@ -92,10 +96,21 @@ class Lifecycle:
         """The models this gateway is loading on ``node``."""
         return {model for name, model in self._loads if name == node.name}
 
-    async def load(self, node: Node, spec: ModelSpec, need: Need) -> str:
+    async def load(
+        self,
+        node: Node,
+        spec: ModelSpec,
+        need: Need,
+        evict: tuple[str, ...] = (),
+        reason: str = "lru",
+    ) -> str:
         """Load ``spec`` on ``node``, or join the load under way; returns the endpoint URL.
 
+        ``evict`` are unloaded there first, all at once (``reason`` labels the evictions).
+
         Raises:
+            ModelBusyError: a model to evict had requests after all (the decision was stale:
+                decide again, never force).
             CortexError: the neuron's refusal (rebuilt from its code) or a remote fault; every
                 waiter of one load gets the same error.
         """
@@ -105,9 +120,11 @@ class Lifecycle:
             # Reserved now, not when the task starts: a placement in between must see it.
             reservation = None
             if spec.devices and need.mb_per_device:
-                reservation = Reservation(tuple(spec.devices), need.mb_per_device)
+                reservation = Reservation(
+                    tuple(spec.devices), need.mb_per_device, model=spec.model_id
+                )
                 node.reservations.append(reservation)
-            task = asyncio.create_task(self._load(node, spec, reservation))
+            task = asyncio.create_task(self._load(node, spec, reservation, evict, reason))
             self._loads[key] = task
             task.add_done_callback(partial(self._forget, key))
         return await asyncio.shield(task)
@@ -117,10 +134,21 @@ class Lifecycle:
         if not task.cancelled():
             task.exception()  # every waiter may have left; the error is theirs, not the loop's
 
-    async def _load(self, node: Node, spec: ModelSpec, reservation: Reservation | None) -> str:
+    async def _load(
+        self,
+        node: Node,
+        spec: ModelSpec,
+        reservation: Reservation | None,
+        evict: tuple[str, ...],
+        reason: str,
+    ) -> str:
         started = time.perf_counter()
-        logger.info("loading %s on %s", spec.model_id, node.name)
         try:
+            if evict:
+                await self._evict(node, evict, reason)
+                if reservation is not None:
+                    await self._until_free(node, reservation)
+            logger.info("loading %s on %s", spec.model_id, node.name)
             answer = await self._upstream.post(
                 node.peer, "/models/load", spec, LoadResponse, limit_s=self._load_timeout
             )
@@ -153,19 +181,52 @@ class Lifecycle:
         )
         return answer.url.rstrip("/")
 
+    async def _evict(self, node: Node, models: tuple[str, ...], reason: str) -> None:
+        """Unload every model of ``models`` on ``node`` at once; all must be idle."""
+        logger.info("evicting %s from %s (%s)", ", ".join(models), node.name, reason)
+        results = await asyncio.gather(
+            *(self.unload(node, m, force=False, reason=reason) for m in models),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _until_free(self, node: Node, reservation: Reservation) -> None:
+        """Wait (bounded) until the node reports the memory the evictions freed."""
+        deadline = time.monotonic() + FREE_WAIT_S
+        while time.monotonic() < deadline:
+            await self.refresh(node)
+            assert node.health is not None
+            free = {d.index: d.memory_free_mb for d in node.health.devices}
+            if all(free.get(i, 0) >= reservation.mb_per_device for i in reservation.devices):
+                return
+            await asyncio.sleep(0.1)
+        logger.warning("node %s still reports too little free memory; loading anyway", node.name)
+
+    async def refresh(self, node: Node) -> None:
+        """Read the node's ``/health`` now (its devices' memory), ahead of the next poll."""
+        health = await self._upstream.get(node.peer, "/health", Health, limit_s=CONTROL_TIMEOUT_S)
+        node.health = health
+
     async def unload(self, node: Node, model_id: str, *, force: bool, reason: str) -> None:
         """Unload ``model_id`` from ``node`` (``force`` aborts its requests in flight).
 
         Raises:
             CortexError: the neuron's refusal (409 ``model_busy``, 404 ``model_not_loaded``).
         """
-        await self._upstream.post(
-            node.peer,
-            "/models/unload",
-            UnloadRequest(model_id=model_id, force=force),
-            UnloadResponse,
-            limit_s=self._load_timeout,
-        )
+        resident = node.resident(model_id)
+        resident.unloading = True  # placement sends it nothing more meanwhile
+        try:
+            await self._upstream.post(
+                node.peer,
+                "/models/unload",
+                UnloadRequest(model_id=model_id, force=force),
+                UnloadResponse,
+                limit_s=self._load_timeout,
+            )
+        finally:
+            resident.unloading = False
         info = node.info(model_id)
         if info is not None:
             unloaded = msgspec.structs.replace(info, status="available", devices=[], in_flight=0)

@@ -1,11 +1,16 @@
 """Carrying out placement: which node serves a request, and the operator's loads and unloads.
 
 Every decision is :func:`~cortex_gateway.placement.policy.decide`'s, over a snapshot of the
-fleet built for it; this module applies it. A ``Use`` resolves the model's endpoint on that
-node (a node that says ``model_not_loaded`` is believed, and the decision asked again); a
-``Load`` goes through :class:`~cortex_gateway.control.lifecycle.Lifecycle` (one load per node and
-model, shared by every waiter), and a refused load is retried elsewhere as DESIGN §3's table
-allows. Reads the fleet's state from memory; never waits on the poller.
+fleet built for it; this module applies it, as one sequence. A ``Use`` resolves the model's
+endpoint on that node (a node that says ``model_not_loaded`` is believed, and the decision asked
+again). A ``Load`` goes through :class:`~cortex_gateway.control.lifecycle.Lifecycle`: one load
+per node and model, shared by every waiter, after its victims are unloaded (all at once) and
+the node reports their memory free. A victim that turned out busy (409) means the snapshot was
+stale: decide again, never force. A load refused ``out_of_memory`` is decided again once with
+the node's memory read afresh (evicting if it can), then elsewhere; other refusals move on as
+DESIGN §3's table allows. A request that must wait (its model loading, or no room until busy
+models go idle) waits in the model's :class:`~cortex_gateway.control.queue.Queue`, bounded.
+Reads the fleet's state from memory; never waits on the poller.
 """
 
 import logging
@@ -13,9 +18,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cortex_core.config import EvictionOptions
 from cortex_core.errors import (
     CortexError,
     LoadFailedError,
+    ModelBusyError,
     ModelNotFoundError,
     ModelNotLoadedError,
     NotFoundError,
@@ -25,9 +32,11 @@ from cortex_core.errors import (
     ShuttingDownError,
 )
 from cortex_gateway.control.lifecycle import Lifecycle, load_spec
+from cortex_gateway.control.queue import Entry, Queue
 from cortex_gateway.fleet.catalogue import Catalogue
 from cortex_gateway.fleet.node import Node
-from cortex_gateway.placement.policy import Ask, Load, Refuse, Use, decide
+from cortex_gateway.metrics import Metrics
+from cortex_gateway.placement.policy import Ask, Decision, Load, Refuse, Use, decide, in_the_way
 from cortex_gateway.placement.snapshot import FleetSnapshot, Need
 from cortex_gateway.upstream import ConnectError
 
@@ -38,16 +47,21 @@ logger = logging.getLogger(__name__)
 RETRY_AFTER_S = 10.0
 """What a client is told to wait when no node has room now."""
 
-_ELSEWHERE = (ModelNotFoundError, OutOfMemoryError, ShuttingDownError, ConnectError)
-"""Load refusals after which another node may be tried (DESIGN §3); ``load_failed`` once."""
+_ELSEWHERE = (ModelNotFoundError, ShuttingDownError, ConnectError)
+"""Load refusals after which another node may be tried (DESIGN §3); ``load_failed`` once,
+``out_of_memory`` after one more decision on the same node."""
+
+_STALE_LIMIT = 5
+"""Decisions in a row that may meet a busy victim before the request gives up."""
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where to send a request: the node and the model's inference base URL there."""
+    """Where to send a request: the node, the model's base URL there, what made room for it."""
 
     node: Node
     url: str
+    evicted: tuple[str, ...] = ()
 
 
 class Router:
@@ -58,38 +72,65 @@ class Router:
         catalogue: Catalogue,
         nodes: Sequence[Node],
         lifecycle: Lifecycle,
+        queue: Queue,
+        metrics: Metrics,
         templates: dict[str, str],
-        *,
-        may_load: bool,
+        eviction: EvictionOptions,
     ) -> None:
         self._catalogue = catalogue
         self._nodes = nodes
         self._by_name = {n.name: n for n in nodes}
         self._lifecycle = lifecycle
+        self._queue = queue
+        self._metrics = metrics
         self._templates = templates
-        self._may_load = may_load
+        self._eviction = eviction
+
+    @property
+    def may_load(self) -> bool:
+        """Whether this gateway loads and unloads models (``[eviction] lifecycle``)."""
+        return self._eviction.lifecycle
 
     def snapshot(self) -> FleetSnapshot:
-        """The fleet as of now, for one decision."""
-        profiles = self._catalogue.profiles
-        return FleetSnapshot(
-            nodes=tuple(n.state(profiles, self._lifecycle.loads_on(n)) for n in self._nodes),
+        """The fleet as of now, for one decision; models in a passed-over queue's way yield."""
+        profiles, waiting = self._catalogue.profiles, self._queue.waiting()
+        fleet = FleetSnapshot(
+            nodes=tuple(
+                n.state(profiles, self._lifecycle.loads_on(n), waiting) for n in self._nodes
+            ),
             now=time.time(),
         )
+        yielding: set[tuple[str, str]] = set()
+        for model in self._queue.passed_over():
+            yielding |= in_the_way(fleet, self._ask(model))
+        return fleet.yielding(yielding) if yielding else fleet
+
+    def need(self, model_id: str) -> Need:
+        """What ``model_id`` needs: models.toml's, with the footprint a load measured winning."""
+        need = Need.of(self._catalogue.profile(model_id))
+        measured = [
+            r.footprint_mb
+            for n in self._nodes
+            if (r := n.residents.get(model_id)) is not None and r.footprint_mb
+        ]
+        if measured:
+            return Need(max(measured), need.devices, need.device_total_mb)
+        return need
 
     async def route(self, model_id: str, exclude: frozenset[str] = frozenset()) -> Target:
         """A node serving ``model_id`` (not one of ``exclude``), loading it if need be.
 
         Raises:
-            CortexError: no node can serve it; the load's error when a load failed.
+            CortexError: no node can serve it; the load's error when a load failed; 429 when
+                its queue is full; 503 when it waited for room too long.
         """
-        return await self._serve(Ask(model_id, self._need(model_id), exclude=exclude))
+        return await self._serve(self._ask(model_id, exclude=exclude))
 
     def forget(self, target: Target, model_id: str) -> None:
         """The target's neuron answered ``model_not_loaded``: stop sending it there."""
         self._lifecycle.forget(target.node, model_id)
 
-    async def load(self, model_id: str, node_name: str | None, *, force: bool) -> Node:
+    async def load(self, model_id: str, node_name: str | None, *, force: bool) -> Target:
         """Operator load (``/admin/models/load``); ``force`` skips the free-memory check.
 
         Raises:
@@ -98,14 +139,14 @@ class Router:
             ServiceUnavailableError: the node is down, draining or has no room.
         """
         self._check_lifecycle()
-        ask = Ask(model_id, self._need(model_id), node=node_name, force=force)
-        return (await self._serve(ask)).node
+        return await self._serve(self._ask(model_id, node=node_name, force=force), wait=False)
 
     async def unload(self, model_id: str, node_name: str | None, *, force: bool) -> list[str]:
         """Operator unload (``/admin/models/unload``) from one node, or from every node.
 
         Raises:
             ModelNotLoadedError: it is loaded on no (such) node.
+            ModelBusyError: it is pinned there (unless ``force``).
             CortexError: the neuron's refusal (409 ``model_busy`` unless ``force``).
         """
         self._check_lifecycle()
@@ -120,8 +161,16 @@ class Router:
             nodes = [n for n in self._nodes if n.up and n.status(model_id) in ("loaded", "loading")]
         if not nodes:
             raise ModelNotLoadedError(f"{model_id} is not loaded on any node", param="model")
+        profile = self._catalogue.profile(model_id)
+        for node in nodes:
+            if not force and profile is not None and node.name in profile.pinned_on:
+                raise ModelBusyError(
+                    f"{model_id} is pinned on {node.name}; unload it with force",
+                    code="model_pinned",
+                )
         for node in nodes:
             await self._lifecycle.unload(node, model_id, force=force, reason="admin")
+        self._queue.changed()
         return [n.name for n in nodes]
 
     def steer(self, node_name: str, *, cordon: bool, drain: bool) -> Node:
@@ -141,39 +190,86 @@ class Router:
         logger.info(
             "node %s %s", node.name, "drained" if drain else "cordoned" if cordon else "uncordoned"
         )
+        self._queue.changed()
         return node
 
-    def _need(self, model_id: str) -> Need:
-        return Need.of(self._catalogue.profile(model_id))
+    def _ask(
+        self,
+        model_id: str,
+        *,
+        node: str | None = None,
+        exclude: frozenset[str] = frozenset(),
+        force: bool = False,
+    ) -> Ask:
+        return Ask(
+            model_id,
+            self.need(model_id),
+            node=node,
+            exclude=exclude,
+            force=force,
+            may_load=self.may_load,
+            strategy=self._eviction.strategy,
+        )
 
     def _check_lifecycle(self) -> None:
-        if not self._may_load:
+        if not self.may_load:
             raise PermissionDeniedError(
                 "This gateway does not load or unload models ([eviction] lifecycle = false); "
                 "ask the gateway that does"
             )
 
-    async def _serve(self, ask: Ask) -> Target:
-        """Apply decisions until one serves ``ask``; ``last``: why a skipped node could not."""
+    async def _serve(self, ask: Ask, *, wait: bool = True) -> Target:
+        decision = decide(self.snapshot(), ask)
+        if isinstance(decision, Use):  # the common case, and no queue for it
+            try:
+                node = self._by_name[decision.node]
+                return Target(node, await self._lifecycle.endpoint(node, ask.model))
+            except (ModelNotLoadedError, ConnectError):
+                pass  # decided again below, in the queue
+        async with self._queue.entry(ask.model) as entry:
+            return await self._apply(ask, entry if wait else None)
+
+    async def _apply(self, ask: Ask, entry: Entry | None) -> Target:
+        """Apply decisions until one serves ``ask``; ``entry``: wait there when told to."""
         skip = set(ask.exclude)
         last: CortexError | None = None
         retried_failure = False
+        oom_once: set[str] = set()
+        stale = 0
         while True:
-            ask = Ask(ask.model, ask.need, ask.node, frozenset(skip), ask.force, self._may_load)
+            ask = Ask(
+                ask.model, self.need(ask.model), ask.node, frozenset(skip),
+                ask.force, ask.may_load, ask.may_evict, ask.strategy,
+            )  # fmt: skip
             decision = decide(self.snapshot(), ask)
             if isinstance(decision, Refuse):
+                self._metrics.placement_refusals.labels(decision.reason).inc()
+                if decision.transient and entry is not None and last is None:
+                    await entry.wait(decision.message)
+                    continue
                 # A node already tried says best why it could not serve it.
                 raise last if last is not None and ask.node is None else _refusal(decision)
             node = self._by_name[decision.node]
             try:
-                if isinstance(decision, Use):
-                    return Target(node, await self._lifecycle.endpoint(node, ask.model))
-                return Target(node, await self._load_on(node, ask.model, decision))
+                return await self._carry_out(node, ask, decision)
             except ModelNotLoadedError:
                 if not isinstance(decision, Use):
                     raise
                 self._lifecycle.forget(node, ask.model)
                 continue
+            except ModelBusyError:
+                stale += 1  # a victim had requests after all: the snapshot was stale
+                if stale >= _STALE_LIMIT:
+                    raise
+                continue
+            except OutOfMemoryError as exc:
+                if node.name not in oom_once:
+                    oom_once.add(node.name)
+                    await self._refresh(node)  # decide again from its real free memory
+                    continue
+                if ask.node is not None:
+                    raise
+                last = exc
             except _ELSEWHERE as exc:
                 if ask.node is not None:
                     raise
@@ -184,10 +280,25 @@ class Router:
                 retried_failure, last = True, exc
             skip.add(node.name)
 
-    async def _load_on(self, node: Node, model_id: str, decision: Load) -> str:
-        profile = self._catalogue.profile(model_id)
-        spec = load_spec(model_id, profile, self._templates.get(model_id), decision.devices)
-        return await self._lifecycle.load(node, spec, Need.of(profile))
+    async def _carry_out(self, node: Node, ask: Ask, decision: Decision) -> Target:
+        if isinstance(decision, Use):
+            return Target(node, await self._lifecycle.endpoint(node, ask.model))
+        assert isinstance(decision, Load)
+        profile = self._catalogue.profile(ask.model)
+        spec = load_spec(ask.model, profile, self._templates.get(ask.model), decision.devices)
+        try:
+            url = await self._lifecycle.load(
+                node, spec, ask.need, decision.evict, reason=self._eviction.strategy
+            )
+        finally:
+            self._queue.changed()
+        return Target(node, url, decision.evict)
+
+    async def _refresh(self, node: Node) -> None:
+        try:
+            await self._lifecycle.refresh(node)
+        except CortexError as exc:
+            logger.info("could not read %s's memory afresh: %s", node.name, exc.message)
 
 
 def _refusal(decision: Refuse) -> CortexError:

@@ -28,6 +28,8 @@ class Reservation:
     mb_per_device: int
     done_at: float | None = None
     """When the load ended (monotonic); the first poll started after it shows the memory."""
+    model: str | None = None
+    """The model loading; a poll that shows it loading or loaded shows its memory too."""
 
 
 @dataclass(eq=False)
@@ -46,8 +48,12 @@ class Resident:
     """Wall-clock time this gateway's last request on it ended."""
     load_seconds: float | None = None
     """How long its last load through this gateway took."""
+    footprint_mb: int | None = None
+    """The memory it took when last loaded here (what placement plans with, once known)."""
     changed: float | None = None
     """When this gateway last changed its state ahead of polls (monotonic)."""
+    unloading: bool = False
+    """This gateway is unloading it: placement sees it ``unloading`` until the neuron answers."""
 
     @property
     def status(self) -> ModelStatus | None:
@@ -150,8 +156,16 @@ class Node:
             for d in self.health.devices
         ]
 
-    def state(self, profiles: Mapping[str, ModelProfile], loading: Collection[str]) -> NodeState:
-        """This node as placement sees it; ``loading``: this gateway's loads under way here."""
+    def state(
+        self,
+        profiles: Mapping[str, ModelProfile],
+        loading: Collection[str],
+        waiting: Mapping[str, int],
+    ) -> NodeState:
+        """This node as placement sees it.
+
+        ``loading``: this gateway's loads under way here; ``waiting``: its queue, per model.
+        """
         models = {}
         for model_id, resident in self.residents.items():
             info = resident.info
@@ -160,8 +174,9 @@ class Node:
             profile = profiles.get(model_id)
             models[model_id] = ModelState(
                 model=model_id,
-                status=info.status,
-                memory_mb=info.memory_mb,
+                status="unloading" if resident.unloading else info.status,
+                memory_mb=info.memory_mb or resident.footprint_mb,
+                devices=tuple(info.devices),
                 last_used=resident.last_used,
                 active=resident.active,
                 in_flight=info.in_flight,
@@ -170,6 +185,7 @@ class Node:
                 priority=profile.priority if profile is not None else 100,
                 load_seconds=resident.load_seconds,
                 loading=model_id in loading,
+                waiting=waiting.get(model_id, 0),
             )
         return NodeState(
             name=self.name,
@@ -193,6 +209,8 @@ class Node:
         resident = self.resident(info.id)
         previous = resident.status
         resident.info = info
+        if info.status == "loaded" and info.memory_mb:
+            resident.footprint_mb = info.memory_mb
         resident.changed = time.monotonic()
         if endpoint is not None:
             resident.endpoint = endpoint
@@ -219,10 +237,13 @@ class Node:
         self.up = True
         self.consecutive_failures = 0
         self.last_poll = time.time()
-        self.reservations = [
-            r for r in self.reservations if r.done_at is None or r.done_at >= started
-        ]
         fresh = {m.id: m for m in models}
+        self.reservations = [
+            r
+            for r in self.reservations
+            if (r.done_at is None or r.done_at >= started)
+            and not (r.model in fresh and fresh[r.model].status in ("loading", "loaded"))
+        ]
         queued = {m.id: m.queued for m in health.models}
         cycles = 0
         residents, self.residents = self.residents, {}
@@ -238,6 +259,8 @@ class Node:
             gone = now is None or now.status not in ("loaded", "unloading")
             cycles += not restarted and resident.status == "loaded" and gone
             resident.info = now
+            if now is not None and now.status == "loaded" and now.memory_mb:
+                resident.footprint_mb = now.memory_mb
             if now is None or now.status != "loaded":
                 resident.endpoint = None
             if now is None and resident.active == 0:

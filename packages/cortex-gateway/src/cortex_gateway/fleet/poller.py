@@ -8,7 +8,7 @@ Requests never wait on the poller: they read what it last stored on the :class:`
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from cortex_core.errors import CortexError
@@ -31,9 +31,16 @@ class Poller:
     """Keeps each :class:`Node` up to date from its neuron."""
 
     def __init__(
-        self, nodes: Sequence[Node], upstream: Upstream, metrics: Metrics, *, interval: float
+        self,
+        nodes: Sequence[Node],
+        upstream: Upstream,
+        metrics: Metrics,
+        *,
+        interval: float,
+        on_poll: Callable[[], None] = lambda: None,
     ) -> None:
         self._nodes = nodes
+        self._on_poll = on_poll
         self._upstream = upstream
         self._metrics = metrics
         self._interval = interval
@@ -78,7 +85,11 @@ class Poller:
         if not node.up:
             logger.info("node %s is up", node.name)
         cycles = node.apply_poll(health, models, discovery, started)
+        self._on_poll()
         self._metrics.node_up.labels(node.name).set(1)
+        self._metrics.residents(
+            node.name, {m for m, r in node.residents.items() if r.status == "loaded"}
+        )
         self._metrics.record_cycles(node.name, cycles, node.defrag_due)
         kinds = {d.index: d.kind for d in node.discovery.devices} if node.discovery else {}
         for d in health.devices:
@@ -100,6 +111,8 @@ class Poller:
                 exc.message,
             )
             self._metrics.forget_devices(node.name)
+            self._metrics.residents(node.name, set())
+            self._on_poll()
         elif node.consecutive_failures == 1:
             level = logging.INFO if node.up else logging.WARNING
             logger.log(level, "poll of %s failed: %s", node.name, exc.message)

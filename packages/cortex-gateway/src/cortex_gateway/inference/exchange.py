@@ -204,6 +204,8 @@ class _Exchange:
             resident.active -= 1
             resident.last_active = time.time()
             series.in_flight.dec()
+            if resident.active == 0:
+                self.ctx.queue.changed()  # it may be evicted now: waiters decide again
 
     async def _answer(self, answer: Answer) -> None:
         await self.send(

@@ -8,6 +8,7 @@ last load took; and the loads under way with the memory they claim. Built by the
 changes after it is made, so a decision can never read half of one fleet and half of another.
 """
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class ModelState:
     model: str
     status: ModelStatus
     memory_mb: int | None = None
+    devices: tuple[int, ...] = ()
+    """The device indices it holds memory on."""
     last_used: float | None = None
     """When its last request ended (wall clock)."""
     active: int = 0
@@ -55,6 +58,11 @@ class ModelState:
     """How long its last load through this gateway took."""
     loading: bool = False
     """This gateway's load of it is under way."""
+    waiting: int = 0
+    """Requests waiting in this gateway's queue for it (loading, or waiting for room)."""
+    yielding: bool = False
+    """Another model's queue has been passed over too long for this one's room: new requests
+    wait instead of being sent here, so that it goes idle and makes room."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,22 @@ class FleetSnapshot:
 
     nodes: tuple[NodeState, ...]
     now: float
+
+    def yielding(self, pairs: set[tuple[str, str]]) -> "FleetSnapshot":
+        """This snapshot with the models of ``pairs`` (node, model) yielding their room."""
+        return FleetSnapshot(
+            nodes=tuple(
+                dataclasses.replace(
+                    n,
+                    models={
+                        m: dataclasses.replace(s, yielding=True) if (n.name, m) in pairs else s
+                        for m, s in n.models.items()
+                    },
+                )
+                for n in self.nodes
+            ),
+            now=self.now,
+        )
 
 
 @dataclass(frozen=True)
