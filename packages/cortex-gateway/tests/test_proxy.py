@@ -10,7 +10,9 @@ import msgspec
 import openai
 import pytest
 
+from cortex_core import encode
 from cortex_core.config import ModelProfile, ModelsConfig
+from cortex_core.errors import ContextLengthExceededError, RateLimitError, to_envelope
 from cortex_core.wire.inference import InferenceRequest
 from cortex_gateway.proxy import edit_body
 from cortex_gateway.testing import FakeNeuron, fleet_config, running_gateway
@@ -186,7 +188,7 @@ async def test_a_client_that_leaves_a_non_streaming_request_cancels_it_at_the_ne
         with pytest.raises(openai.APITimeoutError):
             await client(gw.url, timeout=0.5).chat.completions.create(model="org/a", messages=HI)
         await asyncio.wait_for(neuron.abort_seen.wait(), 5)
-    assert neuron.models["org/a"].in_flight == 0
+    assert neuron.models["org/a"].active == 0
 
 
 async def test_a_client_that_leaves_a_stream_cancels_it_at_the_neuron(neuron, client):
@@ -266,17 +268,14 @@ async def test_bad_requests_get_the_openai_envelope(neuron, body, status, code, 
 
 
 async def test_the_neurons_own_errors_pass_through_unchanged(neuron):
-    payload = b'{"object":"error","message":"too long","type":"BadRequestError","code":400}'
-    neuron.infer_error = (400, payload, {"Content-Type": "application/json"})
+    # what a neuron sends: the typed envelope (vLLM's own error bodies never leave a neuron)
+    too_long = ContextLengthExceededError("too long", param="input_tokens")
+    neuron.infer_error = too_long
     async with running_gateway(fleet_config(neuron)) as gw:
         status, _, body = await post(gw.url, {"model": "org/a"})
-        neuron.infer_error = (
-            429,
-            b'{"error": {"message": "full", "type": "x", "code": "rate_limit_exceeded"}}',
-            {"Retry-After": "3"},
-        )
+        neuron.infer_error = RateLimitError("full", retry_after=3)
         busy, headers, _ = await post(gw.url, {"model": "org/a"})
-    assert (status, body) == (400, payload)
+    assert (status, body) == (400, encode(to_envelope(too_long)))
     assert (busy, headers["Retry-After"]) == (429, "3")
 
 
@@ -306,7 +305,7 @@ async def test_model_not_loaded_twice_passes_the_neurons_answer_through(neuron):
     async with running_gateway(fleet_config(neuron)) as gw:
         status, _, body = await post(gw.url, {"model": "org/a"})
     assert status == 404
-    assert json.loads(body)["error"]["message"] == "org/a is not loaded"
+    assert json.loads(body)["error"]["message"] == "The model `org/a` is not loaded here."
     assert len(neuron.requests) == 2
 
 

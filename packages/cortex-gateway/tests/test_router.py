@@ -10,7 +10,7 @@ import pytest
 
 from cortex_core.config import EvictionOptions, ModelProfile, ModelsConfig
 from cortex_core.wire.control import ModelSpec
-from cortex_gateway.testing import FakeNeuron, eventually, fleet_config, running_gateway
+from cortex_gateway.testing import FakeModel, FakeNeuron, eventually, fleet_config, running_gateway
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -183,11 +183,12 @@ async def test_first_fit_skips_a_node_without_room_and_counts_loads_under_way():
         models=(ModelProfile(id="org/b", vram_mb=3000), ModelProfile(id="org/c", vram_mb=3000))
     )
     async with (
-        FakeNeuron(["org/b", "org/c", "org/x"], loaded=["org/x"], device_mb=4000) as small,
+        FakeNeuron(
+            ["org/b", "org/c", FakeModel("org/x", memory_mb=2000)], loaded=["org/x"], device_mb=4000
+        ) as small,  # 2000 MiB free: org/b does not fit there
         FakeNeuron(["org/b", "org/c"], device_mb=5000) as big,
         running_gateway(fleet_config(small, big), models) as gw,
     ):
-        small.models["org/x"].memory_mb = 2000  # 2000 MiB free: org/b does not fit there
         await eventually(lambda: _free(gw.url, "n1", 2000))
         big.load_time = 0.3
         first = asyncio.create_task(chat(gw.url, "org/b"))
