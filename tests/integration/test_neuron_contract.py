@@ -218,7 +218,7 @@ async def test_a_load_goes_available_loading_loaded_with_every_field(target):
     ]
 
     async def loading() -> bool:
-        return (await model(target))["status"] == "loading"
+        return bool((await model(target))["status"] == "loading")
 
     await until(loading)
     during = await model(target)
@@ -320,7 +320,7 @@ async def test_an_unload_during_a_load_waits_for_it_then_unloads(target):
     load = asyncio.create_task(target.http.post("/models/load", json={"model_id": "org/a"}))
 
     async def loading() -> bool:
-        return (await model(target))["status"] == "loading"
+        return bool((await model(target))["status"] == "loading")
 
     await until(loading)
     unload = await target.http.post("/models/unload", json={"model_id": "org/a"})
@@ -393,7 +393,7 @@ async def test_a_drain_unload_waits_for_requests_then_unloads(target):
     )
 
     async def unloading() -> bool:
-        return (await model(target))["status"] == "unloading"
+        return bool((await model(target))["status"] == "unloading")
 
     await until(unloading)
     refused = await target.http.post("/v1/chat/completions", json=chat())
