@@ -278,9 +278,7 @@ async def test_a_load_that_does_not_fit_beside_another_is_out_of_memory(target):
 
 
 @pytest.mark.parametrize(("status", "code"), [(500, "load_failed"), (422, "unsupported_model")])
-async def test_a_failed_load_marks_the_model_failed_and_the_next_load_retries(
-    target, status, code
-):
+async def test_a_failed_load_marks_the_model_failed_and_the_next_load_retries(target, status, code):
     target.slow_loads(0.2)
     target.fail_loads("org/a", status, code)
     response = await target.http.post("/models/load", json={"model_id": "org/a"})
@@ -363,9 +361,7 @@ async def test_busy_unload_is_409_and_force_ends_every_request_with_503(target):
     await target.http.post("/models/load", json={"model_id": "org/a"})
     whole = asyncio.create_task(target.http.post("/v1/chat/completions", json=chat()))
     await running(target, 1, 0)
-    async with target.http.stream(
-        "POST", "/v1/chat/completions", json=chat(stream=True)
-    ) as stream:
+    async with target.http.stream("POST", "/v1/chat/completions", json=chat(stream=True)) as stream:
         await running(target, 1, 1)  # one runs (concurrency 1), one waits (max_queued 1)
         full = await target.http.post("/v1/chat/completions", json=chat())
         assert_error(full, 429, "rate_limit_exceeded")
@@ -406,9 +402,7 @@ async def test_a_drain_unload_waits_for_requests_then_unloads(target):
 async def test_a_stream_sends_keep_alive_during_a_long_prefill(target):
     target.slow_answers(1.5)
     await target.http.post("/models/load", json={"model_id": "org/a"})
-    async with target.http.stream(
-        "POST", "/v1/chat/completions", json=chat(stream=True)
-    ) as stream:
+    async with target.http.stream("POST", "/v1/chat/completions", json=chat(stream=True)) as stream:
         lines = [line async for line in stream.aiter_lines() if line]
     assert lines[0] == ": keep-alive"
     assert lines[-1] == "data: [DONE]"
@@ -417,9 +411,7 @@ async def test_a_stream_sends_keep_alive_during_a_long_prefill(target):
 async def test_an_engine_that_dies_fails_its_model_and_ends_its_stream_with_503(target):
     target.slow_answers(30)
     await target.http.post("/models/load", json={"model_id": "org/a"})
-    async with target.http.stream(
-        "POST", "/v1/chat/completions", json=chat(stream=True)
-    ) as stream:
+    async with target.http.stream("POST", "/v1/chat/completions", json=chat(stream=True)) as stream:
         await running(target, 1, 0)
         target.kill("org/a")
         events = [line async for line in stream.aiter_lines() if line.startswith("data: ")]

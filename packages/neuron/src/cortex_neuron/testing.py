@@ -7,7 +7,7 @@ fake engine). Real sockets on 127.0.0.1, a free port each time.
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
-__all__ = ["fake_model", "serving"]
+__all__ = ["eventually", "fake_model", "serving"]
 
 
 @asynccontextmanager
@@ -43,3 +43,14 @@ def fake_model(model_dir: Path, model_id: str, weights_mb: int = 1) -> Path:
     (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
     (folder / "model.safetensors").write_bytes(b"\0" * (weights_mb * 1024 * 1024))
     return folder
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait until ``check()`` holds: a test waits on state, never sleeps and hopes.
+
+    Raises:
+        TimeoutError: it did not hold within ``within`` seconds.
+    """
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - the state is a server's
+            await asyncio.sleep(0.01)
