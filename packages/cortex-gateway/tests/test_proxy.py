@@ -121,12 +121,13 @@ async def test_a_silent_stream_is_cut_with_an_error_event(neuron):
 
 
 async def test_a_long_stream_that_keeps_sending_is_not_cut(neuron):
-    neuron.chunks, neuron.chunk_interval = 8, 0.1  # 0.8 s in all, never 0.3 s silent
-    async with running_gateway(fleet_config(neuron, idle_timeout_s=0.3)) as gw:
+    # 2 s in all, twice the idle timeout, but never silent for more than a tenth of it
+    neuron.chunks, neuron.chunk_interval = 20, 0.1
+    async with running_gateway(fleet_config(neuron, idle_timeout_s=1.0)) as gw:
         _, _, raw = await post(gw.url, {"model": "org/a", "stream": True})
     *chunks, done = events(raw)
     assert done == b"[DONE]"
-    assert b"tok7 " in chunks[-2]
+    assert b"tok19 " in chunks[-2]
     assert b"error" not in raw
 
 
