@@ -150,9 +150,10 @@ class FakeLifecycle:
 
     async def _start_engine(self, model: FakeModel, spec: ModelSpec) -> None:
         try:
+            # load_time is read as the load runs, so that a test may end a long load early
             started = time.monotonic()
-            while time.monotonic() - started < self.load_time:  # read as it runs: a test may
-                await asyncio.sleep(0.005)  # noqa: ASYNC110 - end a long load early
+            while time.monotonic() - started < self.load_time:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
             refusal = self.load_failures.get(model.id)
             if refusal is not None:
                 status, code = refusal
