@@ -257,17 +257,24 @@ def engine_venv(session: nox.Session) -> Path:
 def engine(session: nox.Session) -> None:
     """The real-engine tests (marker `engine`): vLLM's CPU build serving the tiny model.
 
-    Under coverage, `neuron serve` subprocesses included (``patch = subprocess``); the data is
-    reported alone, then appended to the neuron's unit-test data where that exists, so that
-    engine/vllm.py and tiny/ count where they can run.
+    Under coverage; the data is reported alone, then appended to the neuron's unit-test data
+    where that exists. ``nox -s engine -- --subprocesses`` also measures the `neuron serve`
+    subprocesses (so engine/vllm.py counts), at a price: on Python 3.11 the tracer follows
+    vLLM's engine-core processes too and slows generation several times over (the first run
+    took 12 min and its long streams outlived the 60 s drain timeouts).
     """
     python = engine_venv(session)
+    posargs = list(session.posargs)
+    subprocesses = "--subprocesses" in posargs
+    if subprocesses:
+        posargs.remove("--subprocesses")
     tmp = Path(session.create_tmp())
     rcfile = tmp / "engine.coveragerc"
     data = tmp / ".coverage.engine"
     omit = ",".join(COVERAGE_DOUBLES)
+    patch = "patch = subprocess\n" if subprocesses else ""
     rcfile.write_text(
-        "[run]\nbranch = true\npatch = subprocess\nparallel = true\n"
+        f"[run]\nbranch = true\n{patch}parallel = true\n"
         f"source_pkgs = cortex_neuron, cortex_core\ndata_file = {data}\nomit = {omit}\n"
         "[report]\nshow_missing = true\nskip_covered = true\n"
     )
@@ -284,7 +291,7 @@ def engine(session: nox.Session) -> None:
         "engine",
         "packages/neuron/tests",
         "tests/integration",
-        *session.posargs,
+        *posargs,
         external=True,
     )
     session.run(*coverage, "combine", f"--rcfile={rcfile}", external=True)

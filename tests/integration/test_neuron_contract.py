@@ -5,138 +5,20 @@ divergence: fix the double, or the neuron, or the contract (docs/design.md, Amen
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from cortex_core.config import HarnessOptions, NeuronConfig, VllmOptions
 from cortex_core.errors import ErrorDetail, error_from_envelope
 from cortex_core.wire.control import ModelInfo
-from cortex_gateway.testing import FakeNeuron
-from cortex_neuron.app import build_context, create_app
-from cortex_neuron.context import AppContext
-from cortex_neuron.engine.fake import FakeStarter
-from cortex_neuron.testing import fake_model, serving
+
+# The `target` fixture (tests/integration/conftest.py): each test runs once against each side.
+DEVICE_MB = 1000
 
 pytestmark = pytest.mark.timeout(30)
 
-TOKEN = "s3cret"
-DEVICE_MB = 1000
 MODEL_FIELDS = set(ModelInfo.__struct_fields__)
-
-
-class NoGpu:
-    class NVMLError(Exception):
-        pass
-
-    def nvmlInit(self) -> None:
-        raise self.NVMLError("NVML Shared Library Not Found")
-
-
-class Target:
-    """One neuron under the contract, and the faults a test may inject into it."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = httpx.AsyncClient(
-            base_url=url, timeout=20, headers={"Authorization": f"Bearer {TOKEN}"}
-        )
-
-    def slow_loads(self, seconds: float) -> None:
-        raise NotImplementedError
-
-    def fail_loads(self, model_id: str, status: int, code: str) -> None:
-        raise NotImplementedError
-
-    def slow_answers(self, seconds: float) -> None:
-        raise NotImplementedError
-
-    def kill(self, model_id: str) -> None:
-        raise NotImplementedError
-
-    def drain(self) -> "asyncio.Task[None]":
-        raise NotImplementedError
-
-
-class RealNeuron(Target):
-    def __init__(self, url: str, ctx: AppContext, starter: FakeStarter) -> None:
-        super().__init__(url)
-        self.ctx, self.starter = ctx, starter
-
-    def slow_loads(self, seconds: float) -> None:
-        self.starter.load_delay = seconds
-
-    def fail_loads(self, model_id: str, status: int, code: str) -> None:
-        detail = ErrorDetail(message=f"refused: {code}", type="", code=code)
-        self.starter.fail = error_from_envelope(status, detail)
-
-    def slow_answers(self, seconds: float) -> None:
-        self.starter.engine_options["first_token_delay"] = seconds
-
-    def kill(self, model_id: str) -> None:
-        self.starter.engines[model_id].kill()
-        self.ctx.lifecycle.check_engines()
-
-    def drain(self) -> "asyncio.Task[None]":
-        return asyncio.create_task(self.ctx.lifecycle.drain(5))
-
-
-class Double(Target):
-    def __init__(self, neuron: FakeNeuron) -> None:
-        super().__init__(neuron.url)
-        self.neuron = neuron
-
-    def slow_loads(self, seconds: float) -> None:
-        self.neuron.load_time = seconds
-
-    def fail_loads(self, model_id: str, status: int, code: str) -> None:
-        self.neuron.load_failures[model_id] = (status, code)
-
-    def slow_answers(self, seconds: float) -> None:
-        self.neuron.latency = seconds
-
-    def kill(self, model_id: str) -> None:
-        self.neuron.kill(model_id)
-
-    def drain(self) -> "asyncio.Task[None]":
-        return asyncio.create_task(self.neuron.drain(5))
-
-
-@pytest.fixture(params=["neuron", "double"])
-async def target(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Target]:
-    made: Target
-    if request.param == "neuron":
-        for model_id in ("org/a", "org/b"):
-            fake_model(tmp_path, model_id)
-        options = VllmOptions(
-            model_dirs=(str(tmp_path),),
-            cpu_memory_mb=DEVICE_MB,
-            max_queued_per_model=1,
-            drain_timeout_s=5,
-        )
-        config = NeuronConfig(harness=HarnessOptions(vllm=options), auth_token=TOKEN)
-        starter = FakeStarter(concurrency=1)
-        ctx = build_context(config, starter, nvml=NoGpu())
-        async with serving(create_app(ctx)) as url:
-            made = RealNeuron(url, ctx, starter)
-            async with made.http:
-                yield made
-    else:
-        fake = FakeNeuron(
-            ["org/a", "org/b"],
-            device_mb=DEVICE_MB,
-            token=TOKEN,
-            concurrency=1,
-            max_queued=1,
-            drain_timeout_s=5,
-        )
-        async with fake:
-            made = Double(fake)
-            async with made.http:
-                yield made
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -151,14 +33,14 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     return dict(error)
 
 
-async def model(target: Target, model_id: str = "org/a") -> dict[str, Any]:
+async def model(target: Any, model_id: str = "org/a") -> dict[str, Any]:
     listed = (await target.http.get("/models")).json()
     assert all(set(m) == MODEL_FIELDS for m in listed)
     (found,) = [m for m in listed if m["id"] == model_id]
     return dict(found)
 
 
-async def health(target: Target) -> dict[str, Any]:
+async def health(target: Any) -> dict[str, Any]:
     response = await target.http.get("/health")
     assert response.status_code == 200
     return dict(response.json())
@@ -287,11 +169,7 @@ async def test_a_failed_load_marks_the_model_failed_and_the_next_load_retries(ta
     assert (failed["status"], failed["devices"], failed["memory_mb"]) == ("failed", [], None)
     assert failed["error"]
     assert (await health(target))["devices"][0]["memory_used_mb"] == 0
-    if isinstance(target, RealNeuron):
-        target.starter.fail = None
-    else:
-        assert isinstance(target, Double)
-        target.neuron.load_failures.clear()
+    target.heal_loads()
     retried = await target.http.post("/models/load", json={"model_id": "org/a"})
     assert retried.status_code == 200
     assert (await model(target))["error"] is None
@@ -348,7 +226,7 @@ async def test_tokenize_counts_with_the_models_context(target):
     assert body["count"] > 0
 
 
-async def running(target: Target, in_flight: int, queued: int) -> None:
+async def running(target: Any, in_flight: int, queued: int) -> None:
     async def seen() -> bool:
         models = (await health(target))["models"]
         return bool(models == [{"id": "org/a", "in_flight": in_flight, "queued": queued}])
