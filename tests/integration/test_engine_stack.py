@@ -3,18 +3,19 @@ with the tiny model. The OpenAI SDK lists models, chats and streams through the 
 first request loads the model on demand. The Anthropic SDK does the same through
 `/v1/messages`, and counts tokens exactly on the loaded model."""
 
-import json
 import re
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import anthropic
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(600)]
 
@@ -30,6 +31,7 @@ class Process:
         for line in self.popen.stderr:
             if match := listening.search(line):
                 self.url = match[1]
+                self.urls = match.groups()
                 break
         else:
             raise AssertionError(f"{command[3]} exited before listening")
@@ -48,8 +50,23 @@ class Process:
             self.popen.stderr.close()
 
 
+@dataclass(frozen=True)
+class Stack:
+    url: str
+    metrics_url: str
+
+    def completion_tokens(self) -> float:
+        text = httpx.get(f"{self.metrics_url}/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "cortex_completion_tokens_total" and sample.labels["model"] == MODEL
+        )
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from cortex_neuron.tiny import build_tiny_model
 
     folder = tmp_path_factory.mktemp("stack")
@@ -82,23 +99,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--metrics-listen",
             "127.0.0.1:0",
         ],
-        re.compile(r"cortex gateway on (http://\S+), metrics"),
+        re.compile(r"cortex gateway on (http://\S+), metrics on (http://\S+)/metrics"),
     )
     try:
-        yield gateway.url
+        yield Stack(*gateway.urls)
     finally:
         assert gateway.stop() == 0
         assert neuron.stop() == 0
 
 
-def test_models_are_listed_before_anything_is_loaded(stack: str) -> None:
-    with openai.OpenAI(base_url=f"{stack}/v1", api_key="x", max_retries=0) as client:
+def test_models_are_listed_before_anything_is_loaded(stack: Stack) -> None:
+    with openai.OpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0) as client:
         listed = {m.id for m in client.models.list().data}
     assert {MODEL, "tiny"} <= listed
 
 
-def test_a_cold_chat_loads_the_model_then_streams(stack: str) -> None:
-    with openai.OpenAI(base_url=f"{stack}/v1", api_key="x", max_retries=0, timeout=600) as client:
+def test_a_cold_chat_loads_the_model_then_streams(stack: Stack) -> None:
+    with openai.OpenAI(
+        base_url=f"{stack.url}/v1", api_key="x", max_retries=0, timeout=600
+    ) as client:
         reply = client.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8
         )
@@ -113,17 +132,22 @@ def test_a_cold_chat_loads_the_model_then_streams(stack: str) -> None:
         )
         chunks = list(stream)
     contents = [c.choices[0].delta.content for c in chunks if c.choices]
-    assert sum(1 for c in contents if c) > 100
+    streamed = sum(1 for c in contents if c)
+    assert streamed > 100
     assert all(c.usage is None for c in chunks)  # the usage chunk the gateway asked for is dropped
-    fleet = httpx.get(f"{stack}/fleet", timeout=10).json()
+    # ...but it was asked for: the gateway counted the stream's tokens from it
+    assert stack.completion_tokens() >= reply.usage.completion_tokens + streamed
+    fleet = httpx.get(f"{stack.url}/fleet", timeout=10).json()
     (model,) = [m for m in fleet["nodes"][0]["models"] if m["id"] == MODEL]
     assert model["status"] == "loaded"
-    assert json.dumps(fleet["models"])  # the fleet view is JSON all the way down
+    (listed,) = [m for m in fleet["models"] if m["id"] == MODEL]
+    assert listed["aliases"] == ["tiny"]
+    assert [location["status"] for location in listed["locations"]] == ["loaded"]
 
 
-def test_the_anthropic_sdk_through_the_stack(stack: str) -> None:
+def test_the_anthropic_sdk_through_the_stack(stack: Stack) -> None:
     hello: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hello"}]
-    with anthropic.Anthropic(base_url=stack, api_key="x", max_retries=0, timeout=600) as client:
+    with anthropic.Anthropic(base_url=stack.url, api_key="x", max_retries=0, timeout=600) as client:
         reply = client.messages.create(
             model="tiny", system="Be brief.", max_tokens=8, messages=hello
         )

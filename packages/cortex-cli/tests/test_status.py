@@ -3,12 +3,13 @@
 import asyncio
 import socket
 
+import aiohttp
 import pytest
 from click.testing import CliRunner, Result
 
 from cortex_cli.main import main
 from cortex_core.config import AuthOptions, EvictionOptions, ModelProfile, ModelsConfig
-from cortex_gateway.testing import FakeNeuron, fleet_config, running_gateway
+from cortex_gateway.testing import FakeNeuron, eventually, fleet_config, running_gateway
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -23,11 +24,24 @@ async def test_status_shows_nodes_and_models():
         FakeNeuron(["org/a", "org/b"], loaded=["org/a"]) as n1,
         FakeNeuron() as n2,
     ):
-        n1.models["org/a"].in_flight = 2
+        n1.latency = 30  # two requests run while the status is taken
         n2.poll_status = 500
         config = fleet_config(n1, n2, eviction=EvictionOptions(defrag_after_cycles=0))
-        async with running_gateway(config, models) as gw:
+        async with running_gateway(config, models) as gw, aiohttp.ClientSession() as http:
+            body = {"model": "org/a", "messages": []}
+            running = [
+                asyncio.create_task(http.post(gw.url + "/v1/chat/completions", json=body))
+                for _ in range(2)
+            ]
+
+            async def both_seen() -> bool:
+                return "2 in flight" in (await status("--url", gw.url)).output
+
+            await eventually(both_seen)
             result = await status("--url", gw.url)
+            for request in running:
+                request.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == ["NODE", "STATE", "DEVICES", "CYCLES", "POLLED", "ENDPOINT"]
@@ -65,5 +79,5 @@ async def test_status_says_when_the_gateway_cannot_be_reached_or_is_not_one():
     assert unreachable.exit_code == 1
     assert f"cannot reach the gateway at http://127.0.0.1:{port}" in unreachable.output
     assert not_a_gateway.exit_code == 1
-    assert "the gateway answered 404: Not Found" in not_a_gateway.output
+    assert "the gateway answered 404: no route /fleet" in not_a_gateway.output
     assert empty.output.startswith("no neurons configured")

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from cortex_core import encode
 from cortex_core.config import AuthOptions
+from cortex_core.errors import CortexError, ErrorDetail, error_from_envelope
 from cortex_gateway.testing import (
     PROMPT_TOKENS,
     FakeNeuron,
@@ -26,6 +27,7 @@ from cortex_gateway.testing import (
     scrape,
 )
 from cortex_gateway.testing.neuron import Recorded
+from cortex_gateway.testing.replies import token_count
 
 Json = dict[str, Any]
 HI: list[Any] = [{"role": "user", "content": "hi"}]
@@ -255,7 +257,7 @@ async def test_count_tokens_is_exact_where_loaded_and_an_estimate_elsewhere(neur
         estimate = await client.messages.count_tokens(model="org/b", messages=HI)
         with pytest.raises(anthropic.NotFoundError):
             await client.messages.count_tokens(model="org/nope", messages=HI)
-    assert exact.input_tokens == PROMPT_TOKENS * 3  # the fake counts messages and tools
+    assert exact.input_tokens == token_count(neuron.tokenized[0])  # the neuron's own count
     assert exact.model_extra == {}
     assert neuron.tokenized[0].messages == [
         {"role": "system", "content": "s"},
@@ -298,8 +300,12 @@ async def test_an_unknown_model_is_not_found(neuron: FakeNeuron):
     assert caught.value.body["error"]["type"] == "not_found_error"
 
 
-def _envelope(code: str, message: str = "no") -> bytes:
-    return encode({"error": {"message": message, "type": "x", "param": None, "code": code}})
+def _refusal(
+    status: int, code: str, message: str = "no", retry_after: float | None = None
+) -> CortexError:
+    """The error a neuron answers with: its typed envelope, as the double sends it."""
+    detail = ErrorDetail(message=message, type="x", code=code)
+    return error_from_envelope(status, detail, retry_after=retry_after)
 
 
 @pytest.mark.parametrize(
@@ -313,7 +319,7 @@ def _envelope(code: str, message: str = "no") -> bytes:
 async def test_neuron_refusals_are_the_sdks_error_classes(
     neuron: FakeNeuron, status: int, code: str, error: type[anthropic.APIStatusError], kind: str
 ):
-    neuron.infer_error = (status, _envelope(code), {"Retry-After": "3"})
+    neuron.infer_error = _refusal(status, code, retry_after=3)
     async with sdk(neuron) as (client, _):
         with pytest.raises(error) as caught:
             await client.messages.create(model="org/a", max_tokens=3, messages=HI)
@@ -327,7 +333,7 @@ async def test_a_prompt_over_the_context_says_prompt_is_too_long(neuron: FakeNeu
         "This model's maximum context length is 4096 tokens. However, your prompt contains 5000 "
         "input tokens."
     )
-    neuron.infer_error = (400, _envelope("context_length_exceeded", words), {})
+    neuron.infer_error = _refusal(400, "context_length_exceeded", words)
     async with sdk(neuron) as (client, _):
         with pytest.raises(anthropic.BadRequestError) as caught:
             await client.messages.create(model="org/a", max_tokens=3, messages=HI)

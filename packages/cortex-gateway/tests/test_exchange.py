@@ -9,7 +9,9 @@ import aiohttp
 import openai
 import pytest
 
+from cortex_core import encode
 from cortex_core.config import ModelProfile, ModelsConfig
+from cortex_core.errors import ContextLengthExceededError, RateLimitError, to_envelope
 from cortex_gateway.testing import FakeNeuron, fleet_config, running_gateway
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,12 +101,13 @@ async def test_a_silent_stream_is_cut_with_an_error_event(neuron):
 
 
 async def test_a_long_stream_that_keeps_sending_is_not_cut(neuron):
-    neuron.chunks, neuron.chunk_interval = 8, 0.1  # 0.8 s in all, never 0.3 s silent
-    async with running_gateway(fleet_config(neuron, idle_timeout_s=0.3)) as gw:
+    # 2 s in all, twice the idle timeout, but never silent for more than a tenth of it
+    neuron.chunks, neuron.chunk_interval = 20, 0.1
+    async with running_gateway(fleet_config(neuron, idle_timeout_s=1.0)) as gw:
         _, _, raw = await post(gw.url, {"model": "org/a", "stream": True})
     *chunks, done = events(raw)
     assert done == b"[DONE]"
-    assert b"tok7 " in chunks[-2]
+    assert b"tok19 " in chunks[-2]
     assert b"error" not in raw
 
 
@@ -166,7 +169,7 @@ async def test_a_client_that_leaves_a_non_streaming_request_cancels_it_at_the_ne
         with pytest.raises(openai.APITimeoutError):
             await client(gw.url, timeout=0.5).chat.completions.create(model="org/a", messages=HI)
         await asyncio.wait_for(neuron.abort_seen.wait(), 5)
-    assert neuron.models["org/a"].in_flight == 0
+    assert neuron.models["org/a"].active == 0
 
 
 async def test_a_client_that_leaves_a_stream_cancels_it_at_the_neuron(neuron, client):
@@ -246,17 +249,14 @@ async def test_bad_requests_get_the_openai_envelope(neuron, body, status, code, 
 
 
 async def test_the_neurons_own_errors_pass_through_unchanged(neuron):
-    payload = b'{"object":"error","message":"too long","type":"BadRequestError","code":400}'
-    neuron.infer_error = (400, payload, {"Content-Type": "application/json"})
+    # what a neuron sends: the typed envelope (vLLM's own error bodies never leave a neuron)
+    too_long = ContextLengthExceededError("too long", param="input_tokens")
+    neuron.infer_error = too_long
     async with running_gateway(fleet_config(neuron)) as gw:
         status, _, body = await post(gw.url, {"model": "org/a"})
-        neuron.infer_error = (
-            429,
-            b'{"error": {"message": "full", "type": "x", "code": "rate_limit_exceeded"}}',
-            {"Retry-After": "3"},
-        )
+        neuron.infer_error = RateLimitError("full", retry_after=3)
         busy, headers, _ = await post(gw.url, {"model": "org/a"})
-    assert (status, body) == (400, payload)
+    assert (status, body) == (400, encode(to_envelope(too_long)))
     assert (busy, headers["Retry-After"]) == (429, "3")
 
 
@@ -286,7 +286,7 @@ async def test_model_not_loaded_twice_passes_the_neurons_answer_through(neuron):
     async with running_gateway(fleet_config(neuron)) as gw:
         status, _, body = await post(gw.url, {"model": "org/a"})
     assert status == 404
-    assert json.loads(body)["error"]["message"] == "org/a is not loaded"
+    assert json.loads(body)["error"]["message"] == "The model `org/a` is not loaded here."
     assert len(neuron.requests) == 2
 
 

@@ -26,7 +26,7 @@ async def test_request_metrics_follow_real_requests(neuron, client):
     async with running_gateway(fleet_config(neuron)) as gw:
         sdk = client(gw.url)
         await sdk.chat.completions.create(model="org/a", messages=HI)
-        neuron.chunks, neuron.chunk_interval = 5, 0.1
+        neuron.chunks, neuron.chunk_interval = 5, 0.25
         stream = await sdk.chat.completions.create(model="org/a", messages=HI, stream=True)
         async for _ in stream:
             pass
@@ -50,14 +50,14 @@ async def test_request_metrics_follow_real_requests(neuron, client):
         count("cortex_request_errors_total", model="org/a", node="n1", kind="upstream_error") == 1
     )
     assert samples[("cortex_request_duration_seconds_count", A1)] == 3
-    assert samples[("cortex_request_duration_seconds_sum", A1)] >= 0.5  # the 5 x 0.1 s stream
-    # time to first token: at the first content chunk (0.1 s in), not the first byte (the role)
+    assert samples[("cortex_request_duration_seconds_sum", A1)] >= 1.25  # 5 x 0.25 s
+    # time to first token: at the first content chunk (0.25 s in), not the first byte (the
+    # role, at once). Only bounds a slow machine cannot break: pacing is a floor, never a cap.
     assert samples[("cortex_time_to_first_token_seconds_count", A1)] == 2
-    assert samples[("cortex_time_to_first_token_seconds_bucket", A1 | {("le", "0.05")})] == 1
-    assert samples[("cortex_time_to_first_token_seconds_bucket", A1 | {("le", "0.25")})] == 2
-    # 4 tokens after the first one, over 0.4 s of decoding; the broken stream has no usage
+    assert samples[("cortex_time_to_first_token_seconds_sum", A1)] >= 0.25
+    # 4 tokens after the first one, no faster than one per 0.25 s; the broken stream has no usage
     assert samples[("cortex_tokens_per_second_count", A1)] == 1
-    assert 5 < samples[("cortex_tokens_per_second_sum", A1)] < 12
+    assert 0 < samples[("cortex_tokens_per_second_sum", A1)] <= 4 * 1.05
     assert samples[("cortex_prompt_tokens_total", A1)] == 2 * PROMPT_TOKENS
     assert samples[("cortex_completion_tokens_total", A1)] == 3 + 5
     assert samples[("cortex_in_flight_requests", A1)] == 0
@@ -106,7 +106,10 @@ async def test_loads_unloads_nodes_and_devices(neuron, client):
     assert samples[("cortex_node_up", labels(node="n1"))] == 1
     device = labels(node="n1", device="0", kind="gpu")
     assert samples[("cortex_device_memory_total_bytes", device)] == 24000 * MIB
-    assert samples[("cortex_device_memory_used_bytes", device)] in (1000 * MIB, 2000 * MIB)
+    # org/a's 1000 MiB, and org/b's 90 % of the device (it names no vram_mb) if the unload has
+    # not been polled yet
+    used = samples[("cortex_device_memory_used_bytes", device)]
+    assert used in (1000 * MIB, (1000 + 21600) * MIB)
     assert (
         samples[("cortex_device_memory_used_bytes", device)]
         + samples[("cortex_device_memory_free_bytes", device)]

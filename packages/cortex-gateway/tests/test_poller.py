@@ -107,7 +107,7 @@ async def test_discovery_is_asked_on_first_contact_and_after_a_restart(neuron):
                 "utilization_pct": 10,
             }
         ]
-        neuron.device_mb = [48000]
+        neuron.memory.total = [48000]
         neuron.started_at = time.time() + 60  # uptime goes back: the neuron restarted
 
         async def rediscovered() -> bool:

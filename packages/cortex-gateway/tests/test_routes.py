@@ -1,5 +1,6 @@
 """/health, /fleet, the operator's load and unload, and errors on unknown routes."""
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -7,7 +8,7 @@ import openai
 import pytest
 
 from cortex_core.config import EvictionOptions, ModelProfile, ModelsConfig
-from cortex_gateway.testing import FakeNeuron, fleet_config, running_gateway
+from cortex_gateway.testing import FakeNeuron, eventually, fleet_config, running_gateway
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -103,13 +104,23 @@ async def test_admin_load_and_unload_go_through_the_router():
             200,
             {"status": "unloaded", "model": "org/b", "nodes": ["n1"]},
         )
-        n1.models["org/a"].in_flight = 1  # a request is running: the neuron refuses
+        n1.latency = 30  # a request is running: the neuron refuses, unless forced
+        running = asyncio.create_task(
+            call(gw.url + "/v1/chat/completions", "POST", {"model": "org/a", "messages": []})
+        )
+
+        async def admitted() -> bool:
+            return n1.models["org/a"].active == 1
+
+        await eventually(admitted)
         status, body = await call(unload, "POST", {"model": "org/a", "node": "n1"})
         assert (status, body["error"]["code"]) == (409, "model_busy")
         assert await call(unload, "POST", {"model": "org/a", "node": "n1", "force": True}) == (
             200,
             {"status": "unloaded", "model": "org/a", "nodes": ["n1"]},
         )
+        status, body = await running  # the forced unload ended it
+        assert (status, body["error"]["code"]) == (503, "service_unavailable")
         status, body = await call(unload, "POST", {"model": "org/a"})
         assert (status, body["error"]["code"]) == (404, "model_not_loaded")
     assert [u.force for u in n1.unloads] == [False, False, True]

@@ -10,7 +10,7 @@ import pytest
 
 from cortex_core.config import EvictionOptions, ModelProfile, ModelsConfig
 from cortex_core.wire.control import ModelSpec
-from cortex_gateway.testing import FakeNeuron, eventually, fleet_config, running_gateway
+from cortex_gateway.testing import FakeModel, FakeNeuron, eventually, fleet_config, running_gateway
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,7 +31,7 @@ async def test_the_replica_with_fewest_requests_in_flight_gets_the_next_one(clie
         FakeNeuron(["org/a"], loaded=["org/a"]) as second,
         running_gateway(fleet_config(first, second)) as gw,
     ):
-        first.latency = second.latency = 0.5
+        first.latency = second.latency = 30  # the first request runs until it is cancelled
         sdk = client(gw.url)
         slow = asyncio.create_task(sdk.chat.completions.create(model="org/a", messages=HI))
 
@@ -42,7 +42,8 @@ async def test_the_replica_with_fewest_requests_in_flight_gets_the_next_one(clie
         busy, idle = (first, second) if first.requests else (second, first)
         busy.latency = idle.latency = 0
         await sdk.chat.completions.create(model="org/a", messages=HI)
-        await slow
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
     assert len(idle.requests) == 1
     assert len(busy.requests) == 1
 
@@ -189,11 +190,12 @@ async def test_first_fit_skips_a_node_without_room_and_counts_loads_under_way():
         )
     )
     async with (
-        FakeNeuron(["org/b", "org/c", "org/x"], loaded=["org/x"], device_mb=4000) as small,
+        FakeNeuron(
+            ["org/b", "org/c", FakeModel("org/x", memory_mb=2000)], loaded=["org/x"], device_mb=4000
+        ) as small,  # 2000 MiB free: org/b does not fit there
         FakeNeuron(["org/b", "org/c"], device_mb=5000) as big,
         running_gateway(fleet_config(small, big), models) as gw,
     ):
-        small.models["org/x"].memory_mb = 2000  # 2000 MiB free: org/b does not fit there
         await eventually(lambda: _free(gw.url, "n1", 2000))
         big.load_time = 0.3
         first = asyncio.create_task(chat(gw.url, "org/b"))
@@ -226,7 +228,7 @@ async def test_a_load_under_way_on_a_node_is_joined_there():
         FakeNeuron(["org/b"]) as second,
         running_gateway(fleet_config(first, second)) as gw,
     ):
-        second.load_time = 0.5
+        second.load_time = 30  # until the gateway has joined it (load_time is read as it runs)
         async with aiohttp.ClientSession() as session:
             elsewhere = asyncio.create_task(
                 session.post(second.url + "/models/load", json={"model_id": "org/b"})
@@ -238,7 +240,14 @@ async def test_a_load_under_way_on_a_node_is_joined_there():
                 return bool(card["locations"][1]["status"] == "loading")
 
             await eventually(seen_loading)
-            got, _, _ = await chat(gw.url, "org/b")
+            asked = asyncio.create_task(chat(gw.url, "org/b"))
+
+            async def joined() -> bool:
+                return len(second.loads) == 2
+
+            await eventually(joined)
+            second.load_time = 0
+            got, _, _ = await asked
             (await elsewhere).release()
     assert got == 200
     assert first.loads == []

@@ -7,7 +7,7 @@ import pytest
 
 from cortex_core.errors import LoadFailedError, OutOfMemoryError, UnsupportedModelError
 from cortex_neuron.engine.fake import FakeStarter
-from cortex_neuron.testing import fake_model
+from cortex_neuron.testing import eventually, fake_model
 
 
 async def test_discovery_on_a_host_without_gpus(neuron):
@@ -137,12 +137,18 @@ async def test_concurrent_loads_share_one_load(make_neuron):
         assert len(slow.plans) == 1
 
 
+def status_is(neuron, status: str):
+    async def check() -> bool:
+        return bool((await neuron.models())["org/alpha"]["status"] == status)
+
+    return check
+
+
 async def test_health_and_models_answer_during_a_load(make_neuron):
     slow = FakeStarter(load_delay=1.0)
     async with make_neuron(starter_=slow) as neuron:
         loading = asyncio.create_task(neuron.load(memory_mb=100))
-        await asyncio.sleep(0.2)
-        assert (await neuron.models())["org/alpha"]["status"] == "loading"
+        await eventually(status_is(neuron, "loading"))
         assert (await neuron.http.get("/health")).status_code == 200
         assert not loading.done()
         assert (await loading).status_code == 200
@@ -152,9 +158,13 @@ async def test_a_load_goes_on_when_its_client_goes_away(make_neuron):
     slow = FakeStarter(load_delay=0.5)
     async with make_neuron(starter_=slow) as neuron:
         gone = asyncio.create_task(neuron.load(memory_mb=100))
-        await asyncio.sleep(0.1)
+        await eventually(status_is(neuron, "loading"))
         gone.cancel()
-        await asyncio.sleep(0.7)
+
+        async def settled() -> bool:
+            return bool((await neuron.models())["org/alpha"]["status"] != "loading")
+
+        await eventually(settled)
         assert (await neuron.models())["org/alpha"]["status"] == "loaded"
 
 
@@ -325,8 +335,7 @@ async def test_unload_with_drain_waits_for_the_stream(make_neuron):
             unload = asyncio.create_task(
                 neuron.http.post("/models/unload", json={"model_id": "org/alpha", "drain": True})
             )
-            await asyncio.sleep(0.05)
-            assert (await neuron.models())["org/alpha"]["status"] == "unloading"
+            await eventually(status_is(neuron, "unloading"))
             refused = await _chat(neuron)
             assert refused.status_code == 404
             assert refused.json()["error"]["code"] == "model_not_loaded"
@@ -357,7 +366,7 @@ async def test_unload_with_force_ends_the_stream_with_an_error(make_neuron):
 async def test_unload_during_a_load_waits_for_the_load(make_neuron):
     async with make_neuron(starter_=FakeStarter(load_delay=0.3)) as neuron:
         loading = asyncio.create_task(neuron.load(memory_mb=100))
-        await asyncio.sleep(0.05)
+        await eventually(status_is(neuron, "loading"))
         response = await neuron.http.post("/models/unload", json={"model_id": "org/alpha"})
         assert response.status_code == 200
         assert (await loading).status_code == 200
@@ -382,7 +391,7 @@ async def test_a_load_while_unloading_waits_then_loads(make_neuron):
         unloading = asyncio.create_task(
             neuron.http.post("/models/unload", json={"model_id": "org/alpha"})
         )
-        await asyncio.sleep(0.05)
+        await eventually(status_is(neuron, "unloading"))
         again = await neuron.load(memory_mb=100)
         assert again.status_code == 200
         assert (await unloading).status_code == 200

@@ -145,8 +145,12 @@ async def test_keep_alive_comments_during_a_long_prefill(make_neuron):
         body = {**chat_body(), "stream": True, "max_tokens": 1}
         async with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
             lines = [line async for line in response.aiter_lines() if line]
+    # comments until the first event (how many a loaded machine fits in is timing: not here),
+    # and none after it
     first_data = next(i for i, line in enumerate(lines) if line.startswith("data:"))
-    assert lines[:first_data] == [": keep-alive", ": keep-alive"]
+    assert first_data >= 1
+    assert set(lines[:first_data]) == {": keep-alive"}
+    assert ": keep-alive" not in lines[first_data:]
     assert lines[-1] == "data: [DONE]"
 
 
@@ -294,7 +298,8 @@ async def test_a_forced_unload_ends_a_whole_answer_with_503(make_neuron):
 
 
 async def test_a_client_that_leaves_during_the_prefill_aborts_the_request(make_neuron):
-    async with make_neuron(starter_=FakeStarter(first_token_delay=5)) as neuron:
+    # the prefill outlasts every wait below: only an abort can end the request in time
+    async with make_neuron(starter_=FakeStarter(first_token_delay=600)) as neuron:
         await neuron.load(memory_mb=100)
         engine = neuron.starter.engines["org/alpha"]
         body = {**chat_body(), "stream": True}

@@ -341,6 +341,7 @@ class Lifecycle:
             self._devices.release(state.devices, state.memory_mb)
         state.status, state.engine, state.gate = status, None, None
         state.devices, state.memory_mb, state.loaded_at = [], None, None
+        state.max_model_len = None  # unknown until the next load (DESIGN §3: null)
 
     def _used(self, state: ModelState) -> None:
         state.last_used = self._clock()

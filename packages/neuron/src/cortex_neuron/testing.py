@@ -8,14 +8,14 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from cortex_core.asgi.serving import serve
 
-__all__ = ["fake_model", "serving"]
+__all__ = ["eventually", "fake_model", "serving"]
 
 
 @asynccontextmanager
@@ -41,3 +41,14 @@ def fake_model(model_dir: Path, model_id: str, weights_mb: int = 1) -> Path:
     (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
     (folder / "model.safetensors").write_bytes(b"\0" * (weights_mb * 1024 * 1024))
     return folder
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait until ``check()`` holds: a test waits on state, never sleeps and hopes.
+
+    Raises:
+        TimeoutError: it did not hold within ``within`` seconds.
+    """
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - the state is a server's
+            await asyncio.sleep(0.01)

@@ -11,7 +11,9 @@ from cortex_gateway.testing.harness import (
     running_gateway,
     scrape,
 )
-from cortex_gateway.testing.neuron import PROMPT_TOKENS, FakeModel, FakeNeuron, Recorded
+from cortex_gateway.testing.models import FakeModel
+from cortex_gateway.testing.neuron import FakeNeuron, Recorded
+from cortex_gateway.testing.replies import PROMPT_TOKENS
 
 __all__ = [
     "PROMPT_TOKENS",

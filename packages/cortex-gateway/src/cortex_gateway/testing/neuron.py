@@ -1,70 +1,55 @@
-"""A fake neuron: a real HTTP server on 127.0.0.1 that follows DESIGN §3, with knobs.
+"""A fake neuron: a real HTTP server on 127.0.0.1 that speaks DESIGN §3 as the real one does.
 
-The lifecycle API with memory accounting and shared loads, and OpenAI inference (streaming or
-not, with usage). Its knobs make the failures tests need: latency, chunk count and pace, load
-time, load refusals by code, death or silence mid-stream, ``model_not_loaded`` races, failing
-polls. It records what it was sent. Tests and benchmarks only.
+The lifecycle API (states, shared loads, drain and force unloads, an unload during a load,
+failed loads, draining), auth on every route but ``/health``, the typed error envelope,
+``/tokenize``, ``/v1/models``, ``/metrics``, admission with a 429 queue limit, and OpenAI
+inference (streaming with ``: keep-alive`` during a long first token, or not, with usage). The
+contract suite (tests/integration/test_neuron_contract.py) holds it to the real neuron.
+
+Beyond the contract it keeps only the knobs tests need to inject faults (a load that fails, a
+stream that dies or hangs, an engine that dies, a model unloaded under a request, failing
+polls) and GPU-like memory accounting (:mod:`cortex_gateway.testing.memory`). It records what
+it was sent. Tests and benchmarks only.
 """
 
 import asyncio
 import socket
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from cortex_core import encode
+from cortex_core.errors import (
+    AuthenticationError,
+    CortexError,
+    EngineError,
+    ShuttingDownError,
+)
+from cortex_core.ids import check_model_id
 from cortex_core.wire.control import (
-    Device,
-    DeviceHealth,
     Discovery,
     EndpointResponse,
     Health,
     LoadResponse,
-    ModelActivity,
-    ModelInfo,
     ModelSpec,
-    ModelStatus,
     TokenizeRequest,
     TokenizeResponse,
     UnloadRequest,
     UnloadResponse,
 )
-from cortex_core.wire.inference import StreamOptions, Usage
+from cortex_core.wire.inference import StreamOptions
+from cortex_core.wire.models import ModelCard, ModelList
+from cortex_gateway.testing import envelopes, replies
+from cortex_gateway.testing.lifecycle import FakeLifecycle
+from cortex_gateway.testing.models import Admitted, FakeModel
+from cortex_gateway.testing.replies import PROMPT_TOKENS
 
 __all__ = ["PROMPT_TOKENS", "FakeModel", "FakeNeuron", "Recorded"]
-
-PROMPT_TOKENS = 7
-"""The prompt size every fake answer reports in its usage."""
-
-
-@dataclass
-class FakeModel:
-    """A model the fake neuron knows; ``memory_mb`` is its footprint once loaded."""
-
-    id: str
-    status: ModelStatus = "available"
-    memory_mb: int = 1000
-    max_model_len: int = 4096
-    devices: list[int] = field(default_factory=list)
-    in_flight: int = 0
-    last_used: float | None = None
-
-    def info(self) -> ModelInfo:
-        """``GET /models``'s entry."""
-        loaded = self.status == "loaded"
-        return ModelInfo(
-            id=self.id,
-            status=self.status,
-            devices=self.devices if loaded else [],
-            memory_mb=self.memory_mb if loaded else None,
-            max_model_len=self.max_model_len if loaded else None,
-            in_flight=self.in_flight,
-            last_used=self.last_used,
-        )
 
 
 @dataclass(frozen=True)
@@ -83,11 +68,6 @@ class _Request(msgspec.Struct):
     max_tokens: int | None = None
 
 
-def _error(status: int, code: str, message: str = "") -> web.Response:
-    body = {"error": {"message": message or code, "type": "fake", "param": None, "code": code}}
-    return web.Response(status=status, body=encode(body), content_type="application/json")
-
-
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
@@ -96,16 +76,20 @@ def _json(obj: Any) -> web.Response:
     return web.Response(body=encode(obj), content_type="application/json")
 
 
-class FakeNeuron:
+class FakeNeuron(FakeLifecycle):
     """A neuron on ``127.0.0.1`` with knobs; use as ``async with FakeNeuron(...) as neuron``.
 
     Args:
         models: Model ids (or :class:`FakeModel`) it knows, all ``available``.
-        loaded: Ids among them that start loaded (on device 0).
+        loaded: Ids among them that start loaded (on device 0; a :class:`FakeModel`'s
+            ``memory_mb``, else 1000 MiB).
         device_mb: Memory of each device.
         devices: How many devices.
-        token: The bearer token it demands ("" for none).
+        token: The bearer token every route but ``/health`` demands ("" for none).
         record: Keep each inference request in :attr:`requests` (off for benchmarks).
+        concurrency: Requests a model runs at once.
+        max_queued: Requests that may wait beyond those; more are refused with 429.
+        drain_timeout_s: How long a ``drain`` unload waits for requests in flight.
     """
 
     def __init__(
@@ -117,47 +101,53 @@ class FakeNeuron:
         devices: int = 1,
         token: str = "",
         record: bool = True,
+        concurrency: int = 64,
+        max_queued: int = 64,
+        drain_timeout_s: float = 5.0,
     ) -> None:
-        self.models = {
-            m.id: m for m in (m if isinstance(m, FakeModel) else FakeModel(m) for m in models)
-        }
-        for model_id in loaded:
-            self.models[model_id].status = "loaded"
-            self.models[model_id].devices = [0]
-        self.device_mb = [device_mb] * devices
+        super().__init__(
+            models,
+            loaded=loaded,
+            device_mb=device_mb,
+            devices=devices,
+            concurrency=concurrency,
+            max_queued=max_queued,
+            drain_timeout_s=drain_timeout_s,
+        )
         self.token = token
         self.record = record
         self.latency = 0.0
-        """Seconds before an answer (a stream's first chunk)."""
+        """Seconds before an answer (a stream's first chunk: ``: keep-alive`` meanwhile)."""
+        self.keepalive_s = 1.0
         self.chunks = 3
         """Content chunks of a stream or tokens of an answer, when ``max_tokens`` is absent."""
         self.chunk_interval = 0.0
-        self.load_time = 0.0
-        self.load_failures: dict[str, tuple[int, str]] = {}
-        """Model id → (status, code) every load of it is refused with."""
         self.die_after: int | None = None
         """Content chunks sent before the connection is cut mid-stream."""
         self.hang_after: int | None = None
-        """Content chunks sent before the stream goes silent for good."""
+        """Content chunks sent before the stream goes silent (until aborted)."""
         self.races: dict[str, int] = {}
         """Model id → how many of its next requests find it unloaded (a race with an unload)."""
-        self.infer_error: tuple[int, bytes, dict[str, str]] | None = None
-        """(status, body, headers) every inference request is answered with (vLLM's 4xx)."""
+        self.infer_error: CortexError | None = None
+        """An error every inference request is answered with, as the neuron would send it."""
         self.send_done = True
         """Whether a stream ends with ``data: [DONE]`` (a broken neuron's would not)."""
         self.poll_status = 200
         self.poll_delay = 0.0
-        self.draining = False
         self.started_at = time.time()
         self.requests: list[Recorded] = []
-        self.loads: list[ModelSpec] = []
-        self.unloads: list[UnloadRequest] = []
         self.tokenized: list[TokenizeRequest] = []
         self.control_headers: list[dict[str, str]] = []
         self.endpoint_calls = 0
         self.aborted = 0
         self.abort_seen = asyncio.Event()
-        self._loading: dict[str, asyncio.Future[None]] = {}
+        self._registry = CollectorRegistry()
+        self._requests_total = Counter(
+            "neuron_requests",
+            "Inference requests answered.",
+            ["model", "route", "status"],
+            registry=self._registry,
+        )
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -170,7 +160,7 @@ class FakeNeuron:
 
     async def start(self, port: int = 0) -> None:
         """Serve on ``127.0.0.1:port`` (0: a free port); :attr:`url` says where."""
-        app = web.Application()
+        app = web.Application(middlewares=[envelopes.envelopes, self._auth])
         app.add_routes(
             [
                 web.get("/discovery", self._discovery),
@@ -180,6 +170,8 @@ class FakeNeuron:
                 web.post("/models/unload", self._unload),
                 web.get(r"/models/{model_id:.+}/endpoint", self._endpoint),
                 web.post("/tokenize", self._tokenize),
+                web.get("/v1/models", self._v1_models),
+                web.get("/metrics", self._metrics),
                 web.post("/v1/chat/completions", self._infer),
                 web.post("/v1/completions", self._infer),
             ]
@@ -196,256 +188,198 @@ class FakeNeuron:
             await self._runner.cleanup()
             self._runner = None
 
-    def _refused(self, request: web.Request) -> web.Response | None:
-        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
-            return _error(401, "invalid_api_key", "wrong or missing token")
-        return None
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: envelopes.Handler) -> web.StreamResponse:
+        if request.path == "/health" or not self.token:
+            return await handler(request)
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            error = AuthenticationError(
+                "a valid `Authorization: Bearer <token>` header is required"
+            )
+            response = envelopes.error(error)
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return await handler(request)
 
-    def _used(self, index: int) -> int:
-        return sum(
-            m.memory_mb // len(m.devices)
-            for m in self.models.values()
-            if m.status in ("loaded", "loading") and index in m.devices
-        )
-
-    async def _control(self, request: web.Request) -> web.Response | None:
+    async def _control(self, request: web.Request) -> None:
         self.control_headers.append(_lower(request.headers))
         if self.poll_delay:
             await asyncio.sleep(self.poll_delay)
         if self.poll_status != 200:
-            return _error(self.poll_status, "fake_failure")
-        return self._refused(request)
+            raise EngineError(f"injected failure {self.poll_status}", code="fake_failure")
 
     async def _discovery(self, request: web.Request) -> web.Response:
-        refused = await self._control(request)
-        return refused or _json(
+        await self._control(request)
+        return _json(
             Discovery(
                 hostname="fake",
                 os="Linux",
                 kernel="6.8.0",
                 version="0.1.0",
                 harnesses=["vllm"],
-                devices=[
-                    Device(
-                        index=i, kind="gpu", uuid=f"GPU-{i}", name="Fake GPU", memory_total_mb=mb
-                    )
-                    for i, mb in enumerate(self.device_mb)
-                ],
+                devices=self.memory.devices(),
             )
         )
 
     async def _health(self, request: web.Request) -> web.Response:
-        refused = await self._control(request)
-        devices = [
-            DeviceHealth(
-                index=i,
-                memory_used_mb=self._used(i),
-                memory_free_mb=mb - self._used(i),
-                utilization_pct=10,
-                temp_c=40,
+        await self._control(request)
+        return _json(
+            Health(
+                uptime_secs=int(time.time() - self.started_at),
+                draining=self.draining,
+                devices=self.memory.health(),
+                models=self.activity(),
             )
-            for i, mb in enumerate(self.device_mb)
-        ]
-        activity = [
-            ModelActivity(id=m.id, in_flight=m.in_flight)
-            for m in self.models.values()
-            if m.status == "loaded"
-        ]
-        uptime = int(time.time() - self.started_at)
-        return refused or _json(
-            Health(uptime_secs=uptime, draining=self.draining, devices=devices, models=activity)
         )
 
     async def _models(self, request: web.Request) -> web.Response:
-        refused = await self._control(request)
-        return refused or _json([m.info() for m in self.models.values()])
+        await self._control(request)
+        return _json([self.models[i].info() for i in sorted(self.models)])
 
     async def _load(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused:
-            return refused
         self.control_headers.append(_lower(request.headers))
-        spec = msgspec.json.decode(await request.read(), type=ModelSpec)
-        self.loads.append(spec)
-        if spec.model_id in self.load_failures:
-            status, code = self.load_failures[spec.model_id]
-            return _error(status, code, f"fake refusal: {code}")
-        model = self.models.get(spec.model_id)
-        if model is None:
-            return _error(404, "model_not_found")
-        if model.status != "loaded":
-            waiting = self._loading.get(model.id)
-            if waiting is not None:
-                await asyncio.shield(waiting)
-            else:
-                refused = self._start_load(model, spec)
-                if refused:
-                    return refused
-                self._loading[model.id] = asyncio.get_running_loop().create_future()
-                try:
-                    await asyncio.sleep(self.load_time)
-                    model.status = "loaded"
-                finally:
-                    self._loading.pop(model.id).set_result(None)
-        return _json(LoadResponse(model=model.info()))
-
-    def _start_load(self, model: FakeModel, spec: ModelSpec) -> web.Response | None:
-        devices = spec.devices or [0]
-        memory = spec.memory_mb or model.memory_mb
-        per_device = memory // len(devices)
-        if any(self.device_mb[i] - self._used(i) < per_device for i in devices):
-            return _error(507, "out_of_memory", f"{memory} MiB do not fit")
-        model.status, model.devices, model.memory_mb = "loading", list(devices), memory
-        return None
+        info = await self.load(envelopes.decode(await request.read(), ModelSpec))
+        return _json(LoadResponse(model=info))
 
     async def _unload(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused:
-            return refused
-        unload = msgspec.json.decode(await request.read(), type=UnloadRequest)
-        self.unloads.append(unload)
-        model = self.models.get(unload.model_id)
-        if model is None or model.status != "loaded":
-            return _error(404, "model_not_loaded")
-        if model.in_flight and not unload.force:
-            return _error(409, "model_busy", f"{model.in_flight} requests in flight")
-        model.status, model.devices = "available", []
+        await self.unload(envelopes.decode(await request.read(), UnloadRequest))
         return _json(UnloadResponse())
 
     async def _endpoint(self, request: web.Request) -> web.Response:
-        refused = self._refused(request)
-        if refused:
-            return refused
         self.endpoint_calls += 1
-        model = self.models.get(request.match_info["model_id"])
-        if model is None or model.status != "loaded":
-            return _error(404, "model_not_loaded")
+        self.serving(check_model_id(request.match_info["model_id"]))
         return _json(EndpointResponse(url=self.url))
 
     async def _tokenize(self, request: web.Request) -> web.Response:
-        """Counts ``PROMPT_TOKENS`` per message (and per tool) of a loaded model."""
-        refused = self._refused(request)
-        if refused:
-            return refused
-        asked = msgspec.json.decode(await request.read(), type=TokenizeRequest)
-        self.tokenized.append(asked)
-        model = self.models.get(asked.model)
-        if model is None or model.status != "loaded":
-            return _error(404, "model_not_loaded")
-        count = PROMPT_TOKENS * (len(asked.messages or ()) + len(asked.tools or ()))
-        return _json(TokenizeResponse(count=count, max_model_len=model.max_model_len))
+        body: TokenizeRequest = envelopes.decode(await request.read(), TokenizeRequest)
+        self.tokenized.append(body)
+        model = self.serving(check_model_id(body.model))
+        return _json(
+            TokenizeResponse(count=replies.token_count(body), max_model_len=model.max_model_len)
+        )
+
+    async def _v1_models(self, request: web.Request) -> web.Response:
+        loaded = [self.models[i] for i in sorted(self.models)]
+        cards = [
+            ModelCard(
+                id=m.id,
+                created=int(m.loaded_at or 0),
+                owned_by="neuron",
+                max_model_len=m.max_model_len,
+            )
+            for m in loaded
+            if m.status == "loaded"
+        ]
+        return _json(ModelList(data=cards))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self._registry), content_type="text/plain")
 
     async def _infer(self, request: web.Request) -> web.StreamResponse:
-        refused = self._refused(request)
-        if refused:
-            return refused
         body = await request.read()
         if self.record:
             self.requests.append(Recorded(request.path, _lower(request.headers), body))
-        req = msgspec.json.decode(body, type=_Request)
-        model = self.models.get(req.model)
-        if model is None:
-            return _error(404, "model_not_found")
-        if self.races.get(model.id):
-            self.races[model.id] -= 1
-            model.status, model.devices = "available", []
-        if model.status != "loaded":
-            return _error(404, "model_not_loaded", f"{model.id} is not loaded")
-        if self.infer_error is not None:
-            status, payload, headers = self.infer_error
-            return web.Response(status=status, body=payload, headers=headers)
-        model.in_flight += 1
+        req: _Request = envelopes.decode(body, _Request)
+        model_id = check_model_id(req.model)
+        route = "chat" if request.path.endswith("/chat/completions") else "completion"
         try:
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            response = await self._answer(request, req, model_id)
+        except CortexError as exc:
+            self._requests_total.labels(model_id, route, str(exc.status_code)).inc()
+            raise
+        self._requests_total.labels(model_id, route, "200").inc()
+        return response
+
+    async def _answer(
+        self, request: web.Request, req: _Request, model_id: str
+    ) -> web.StreamResponse:
+        if self.draining:
+            raise ShuttingDownError("the neuron is shutting down", retry_after=5)
+        if self.races.get(model_id) and model_id in self.models:
+            self.races[model_id] -= 1
+            self._release(self.models[model_id], "available")
+        model = self.serving(model_id)
+        if self.infer_error is not None:
+            raise self.infer_error
+        admitted = model.admit(self.concurrency, self.max_queued)
+        try:
             tokens = req.max_tokens or self.chunks
             if req.stream:
-                return await self._stream(request, req, tokens)
-            return _json(_answer(request.path, req.model, tokens))
+                return await self._stream(request, req, tokens, admitted)
+            if await self._pause(admitted, self.latency):
+                assert admitted.error is not None
+                raise admitted.error
+            return _json(replies.answer(request.path, req.model, tokens))
         except (asyncio.CancelledError, ConnectionResetError):
             self.aborted += 1
             self.abort_seen.set()
             raise
         finally:
-            model.in_flight -= 1
+            model.admitted.discard(admitted)
             model.last_used = time.time()
 
-    async def _cut(self, request: web.Request, sent: int) -> bool:
+    async def _pause(self, admitted: Admitted, seconds: float) -> bool:
+        """Wait ``seconds``; whether the request was aborted meanwhile."""
+        if seconds <= 0:
+            return admitted.aborted.is_set()
+        try:
+            await asyncio.wait_for(admitted.aborted.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _cut(self, request: web.Request, sent: int, admitted: Admitted) -> bool:
         """Die (True) or hang here, as the knobs say, after ``sent`` content chunks."""
         if sent == self.die_after:
             assert request.transport is not None
             request.transport.close()
             return True
         if sent == self.hang_after:
-            await asyncio.Event().wait()
+            await admitted.aborted.wait()
         return False
 
-    async def _stream(self, request: web.Request, req: _Request, tokens: int) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, req: _Request, tokens: int, admitted: Admitted
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         chat = request.path.endswith("/chat/completions")
-        await response.write(_event(_chunk(chat, req.model, None, role=True)))
+        waited = 0.0
+        while waited < self.latency:  # a long prefill: a comment every keepalive_s
+            step = min(self.keepalive_s, self.latency - waited)
+            if await self._pause(admitted, step):
+                return await self._end(response, admitted)
+            waited += step
+            if waited < self.latency:
+                await response.write(replies.KEEPALIVE)
+        await response.write(replies.event(replies.chunk(chat, req.model, None, role=True)))
         for i in range(tokens):
-            if await self._cut(request, i):
+            if await self._cut(request, i, admitted):
                 return response
-            if self.chunk_interval:
-                await asyncio.sleep(self.chunk_interval)
-            await response.write(_event(_chunk(chat, req.model, f"tok{i} ")))
-        if await self._cut(request, tokens):
+            if await self._pause(admitted, self.chunk_interval):
+                return await self._end(response, admitted)
+            await response.write(replies.event(replies.chunk(chat, req.model, f"tok{i} ")))
+        if await self._cut(request, tokens, admitted):
             return response
-        await response.write(_event(_chunk(chat, req.model, None, finish=True)))
+        if admitted.aborted.is_set():
+            return await self._end(response, admitted)
+        await response.write(replies.event(replies.chunk(chat, req.model, None, finish=True)))
         if req.stream_options is not None and req.stream_options.include_usage:
-            usage = Usage(
-                prompt_tokens=PROMPT_TOKENS,
-                completion_tokens=tokens,
-                total_tokens=PROMPT_TOKENS + tokens,
-            )
-            await response.write(
-                _event({**_chunk(chat, req.model, None), "choices": [], "usage": usage})
-            )
+            usage = {
+                "prompt_tokens": PROMPT_TOKENS,
+                "completion_tokens": tokens,
+                "total_tokens": PROMPT_TOKENS + tokens,
+            }
+            last = {**replies.chunk(chat, req.model, None), "choices": [], "usage": usage}
+            await response.write(replies.event(last))
         if self.send_done:
-            await response.write(b"data: [DONE]\n\n")
+            await response.write(replies.DONE)
         await response.write_eof()
         return response
 
-
-def _event(obj: Any) -> bytes:
-    return b"data: " + encode(obj) + b"\n\n"
-
-
-def _chunk(
-    chat: bool, model: str, text: str | None, *, role: bool = False, finish: bool = False
-) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop" if finish else None}
-    if chat:
-        delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
-        if text is not None:
-            delta["content"] = text
-        choice["delta"] = delta
-    else:
-        choice["text"] = text or ""
-    kind = "chat.completion.chunk" if chat else "text_completion"
-    return {"id": "fake-1", "object": kind, "created": 0, "model": model, "choices": [choice]}
-
-
-def _answer(path: str, model: str, tokens: int) -> dict[str, Any]:
-    text = "".join(f"tok{i} " for i in range(tokens))
-    usage = {
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": tokens,
-        "total_tokens": PROMPT_TOKENS + tokens,
-    }
-    if path.endswith("/chat/completions"):
-        message = {"role": "assistant", "content": text}
-        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "stop"}
-        kind = "chat.completion"
-    else:
-        choice, kind = {"index": 0, "text": text, "finish_reason": "stop"}, "text_completion"
-    return {
-        "id": "fake-1",
-        "object": kind,
-        "created": 0,
-        "model": model,
-        "choices": [choice],
-        "usage": usage,
-    }
+    async def _end(self, response: web.StreamResponse, admitted: Admitted) -> web.StreamResponse:
+        """End an aborted stream as the real neuron does: an error event, then ``[DONE]``."""
+        assert admitted.error is not None
+        await response.write(replies.error_event(admitted.error) + replies.DONE)
+        await response.write_eof()
+        return response
