@@ -153,8 +153,12 @@ class Lifecycle:
         )
         return answer.url.rstrip("/")
 
-    async def unload(self, node: Node, model_id: str, *, force: bool, reason: str) -> None:
-        """Unload ``model_id`` from ``node`` (``force`` aborts its requests in flight).
+    async def unload(
+        self, node: Node, model_id: str, *, force: bool, reason: str, drain: bool = False
+    ) -> None:
+        """Unload ``model_id`` from ``node``.
+
+        ``force`` aborts its requests in flight; ``drain`` has the neuron wait for them.
 
         Raises:
             CortexError: the neuron's refusal (409 ``model_busy``, 404 ``model_not_loaded``).
@@ -162,7 +166,7 @@ class Lifecycle:
         await self._upstream.post(
             node.peer,
             "/models/unload",
-            UnloadRequest(model_id=model_id, force=force),
+            UnloadRequest(model_id=model_id, force=force, drain=drain),
             UnloadResponse,
             limit_s=self._load_timeout,
         )

@@ -101,8 +101,12 @@ class Router:
         ask = Ask(model_id, self._need(model_id), node=node_name, force=force)
         return (await self._serve(ask)).node
 
-    async def unload(self, model_id: str, node_name: str | None, *, force: bool) -> list[str]:
+    async def unload(
+        self, model_id: str, node_name: str | None, *, force: bool, drain: bool = False
+    ) -> list[str]:
         """Operator unload (``/admin/models/unload``) from one node, or from every node.
+
+        ``drain`` waits for the requests in flight (the neuron's drain); ``force`` aborts them.
 
         Raises:
             ModelNotLoadedError: it is loaded on no (such) node.
@@ -121,7 +125,7 @@ class Router:
         if not nodes:
             raise ModelNotLoadedError(f"{model_id} is not loaded on any node", param="model")
         for node in nodes:
-            await self._lifecycle.unload(node, model_id, force=force, reason="admin")
+            await self._lifecycle.unload(node, model_id, force=force, drain=drain, reason="admin")
         return [n.name for n in nodes]
 
     def steer(self, node_name: str, *, cordon: bool, drain: bool) -> Node:
