@@ -140,6 +140,8 @@ class Gateway:
             )
         if exc.code == 404 and param == "node":
             return GatewayError(f"no such node: {message}", status=404, code=code)
+        if exc.code == 404 and code in ("model_not_found", "model_not_loaded"):
+            return GatewayError(message, status=404, code=code)
         retry = exc.headers.get("Retry-After") if exc.headers else None
         later = f" (retry after {retry} s)" if retry else ""
         return GatewayError(
@@ -152,7 +154,7 @@ class Gateway:
         except GatewayError:
             return ""
         ids = [card.id for card in listing.data]
-        close = difflib.get_close_matches(model, ids, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(model, ids, n=3, cutoff=0.75)
         return f"; did you mean {' or '.join(close)}?" if close else ""
 
 

@@ -57,14 +57,14 @@ class _Reporter:
     def show(self, state: str, elapsed: float) -> None:
         line = f"loading {self.model}: {state} ({elapsed:.1f} s)"
         if self.tty:
-            click.echo(f"\r\x1b[K{line}", nl=False)
+            click.echo(f"\r\x1b[K{line}", nl=False, color=True)
         elif state != self.last:
             click.echo(line)
         self.last = state
 
     def close(self) -> None:
         if self.tty and self.last is not None:
-            click.echo("\r\x1b[K", nl=False)
+            click.echo("\r\x1b[K", nl=False, color=True)
 
 
 def _in_background(
