@@ -1,16 +1,20 @@
 """``cortex load`` and ``cortex unload`` through a real gateway's admin routes."""
 
 import asyncio
+import http.server
 import re
 import sys
+import threading
 from pathlib import Path
 
 import aiohttp
 import msgspec
 import pytest
+from click.testing import CliRunner
 
 from cortex_cli import tables
 from cortex_cli.lifecycle import landed, model_state
+from cortex_cli.main import main
 from cortex_core.config import AuthOptions, ModelProfile, ModelsConfig
 from cortex_gateway.fleet.views import FleetView
 from cortex_gateway.routes import AdminLoaded, Eviction
@@ -97,6 +101,50 @@ def test_the_last_words_of_a_load_name_what_was_evicted() -> None:
         "loaded org/big on n2 in 12.3 s",
         "evicted org/old from n2",
         "evicted org/older from n2",
+    ]
+
+
+class _EvictingGateway(http.server.BaseHTTPRequestHandler):
+    """A stand-in for a gateway whose placement evicts (that work is on another branch)."""
+
+    FLEET = FleetView(nodes=[], models=[])
+    ANSWER = AdminLoaded(
+        model="org/big", node="n2", seconds=3.25, evicted=[Eviction(model="org/old", node="n2")]
+    )
+
+    def do_GET(self) -> None:
+        self._send(self.FLEET)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(self.ANSWER)
+
+    def _send(self, obj: object) -> None:
+        body = msgspec.json.encode(obj)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_load_prints_what_the_gateway_evicted_to_make_room() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EvictingGateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = CliRunner().invoke(main, ["load", "org/big", "--url", url])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-2:] == [
+        "loaded org/big on n2 in 3.2 s",
+        "evicted org/old from n2",
     ]
 
 
