@@ -101,7 +101,7 @@ def _failed(model: str, exc: GatewayError) -> GatewayError:
 )
 @click.option("--force", is_flag=True, help="Load even where free memory looks short.")
 def load(gateway: Gateway, model: str, node: str | None, wait: bool, force: bool) -> None:
-    """Load MODEL (an id or an alias), showing its progress; say where it landed."""
+    """Load MODEL (an id or alias) with live progress; say where it landed."""
     tty = tables.isatty()
     reporter = _Reporter(model, tty)
     started = time.monotonic()
@@ -138,7 +138,7 @@ def load(gateway: Gateway, model: str, node: str | None, wait: bool, force: bool
 @click.option("--force", is_flag=True, help="Abort its requests in flight.")
 @click.option("--drain", is_flag=True, help="Stop admitting and wait for its requests in flight.")
 def unload(gateway: Gateway, model: str, node: str | None, force: bool, drain: bool) -> None:
-    """Unload MODEL; busy (requests in flight) is refused unless --drain or --force."""
+    """Unload MODEL; busy is refused unless --drain or --force."""
     if force and drain:
         raise click.UsageError("--force aborts the requests --drain would wait for: choose one")
     answer = gateway.unload(model, node, force=force, drain=drain)

@@ -58,7 +58,7 @@ def _where(entry: CatalogueEntry) -> str:
 @color_option
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
 def models(gateway: Gateway, color: bool, as_json: bool) -> None:
-    """List the models the fleet knows: aliases, where resident or loadable, context length."""
+    """List the models: aliases, where resident or loadable, max_model_len."""
     entries = catalogue(gateway.fleet(), gateway.models())
     if as_json:
         click.echo(msgspec.json.encode(entries).decode())

@@ -9,7 +9,7 @@ __all__ = ["nodes"]
 
 @click.group()
 def nodes() -> None:
-    """Cordon (no new loads), drain (and unload as models go idle) or uncordon a node."""
+    """Cordon, drain or uncordon a node (where new loads may go)."""
 
 
 def _steer(action: NodeAction, doc: str) -> click.Command:

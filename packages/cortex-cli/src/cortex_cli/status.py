@@ -106,7 +106,7 @@ def render(fleet: FleetView, now: float, colour: Paint = str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the /fleet document as JSON.")
 @click.option("--watch", "-w", is_flag=True, help="Redraw every second until Ctrl-C.")
 def status(gateway: Gateway, color: bool, as_json: bool, watch: bool) -> None:
-    """Show the fleet: nodes, their devices and models, and where each model is."""
+    """Show the fleet: nodes, devices, models, what is in flight."""
     if as_json and watch:
         raise click.UsageError("--json and --watch do not go together")
     if as_json:
