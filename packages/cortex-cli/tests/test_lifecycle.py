@@ -182,6 +182,7 @@ async def test_load_failures_are_one_line_with_the_reason(cli: Cli, closed_url: 
     assert "fake refusal: out_of_memory" in no_wait.stderr
     assert typo.exit_code == 1
     assert typo.stderr.rstrip().endswith("did you mean org/alpha?")
+    assert typo.stdout == ""  # refused at once: no progress drawn
     assert no_node.exit_code == 1
     assert no_node.stderr.startswith("Error: no such node: ")
     assert "'n9'" in no_node.stderr

@@ -107,7 +107,8 @@ def load(gateway: Gateway, model: str, node: str | None, wait: bool, force: bool
     started = time.monotonic()
     future = _in_background(lambda: gateway.load(model, node, force=force))
     try:
-        while not future.done():
+        # Wait a moment before the first draw: a refusal comes at once, with no progress to show.
+        while not concurrent.futures.wait([future], timeout=POLL_S).done:
             try:
                 state = model_state(gateway.fleet(), model, node)
             except GatewayError:
@@ -117,7 +118,6 @@ def load(gateway: Gateway, model: str, node: str | None, wait: bool, force: bool
                 click.echo(f"{model}: {state}; the gateway finishes the load (cortex status)")
                 return
             reporter.show(state, time.monotonic() - started)
-            concurrent.futures.wait([future], timeout=POLL_S)
     except KeyboardInterrupt:
         reporter.close()
         click.echo(f"stopped waiting; the gateway goes on loading {model}", err=True)
