@@ -100,7 +100,7 @@ async def test_admin_load_and_unload_go_through_the_router():
         assert (status, body["error"]["param"]) == (400, "model")
         status, body = await call(load, "POST", {"model": "x" * 70000})
         assert (status, body["error"]["code"]) == (413, "request_too_large")
-        assert await call(unload, "POST", {"model": "org/b"}) == (
+        assert await call(unload, "POST", {"model": "org/b", "drain": True}) == (
             200,
             {"status": "unloaded", "model": "org/b", "nodes": ["n1"]},
         )
@@ -123,7 +123,11 @@ async def test_admin_load_and_unload_go_through_the_router():
         assert (status, body["error"]["code"]) == (503, "service_unavailable")
         status, body = await call(unload, "POST", {"model": "org/a"})
         assert (status, body["error"]["code"]) == (404, "model_not_loaded")
-    assert [u.force for u in n1.unloads] == [False, False, True]
+    assert [(u.force, u.drain) for u in n1.unloads] == [
+        (False, True),
+        (False, False),
+        (True, False),
+    ]
 
 
 async def test_admin_load_forced_where_nothing_fits_tries_the_first_node():

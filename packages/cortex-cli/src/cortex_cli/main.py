@@ -4,6 +4,9 @@ import click
 
 from cortex_cli import __version__
 from cortex_cli.config import config
+from cortex_cli.lifecycle import load, unload
+from cortex_cli.models import models
+from cortex_cli.nodes import nodes
 from cortex_cli.serve import serve
 from cortex_cli.status import status
 
@@ -17,3 +20,7 @@ def main() -> None:
 main.add_command(config)
 main.add_command(serve)
 main.add_command(status)
+main.add_command(models)
+main.add_command(load)
+main.add_command(unload)
+main.add_command(nodes)

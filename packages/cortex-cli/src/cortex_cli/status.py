@@ -1,99 +1,128 @@
 """``cortex status``: the gateway's ``/fleet``, as tables an operator can read at a glance."""
 
-import json
 import time
-import urllib.error
-import urllib.request
 
 import click
-import msgspec
 
-from cortex_gateway.fleet.views import FleetView, NodeView
+from cortex_cli.client import Gateway, GatewayError, gateway_options
+from cortex_cli.tables import Paint, ago, color_option, paint, table
+from cortex_gateway.fleet.views import FleetView, NodeModelView, NodeView
 
+__all__ = ["render", "status"]
 
-def _fetch(url: str, api_key: str | None) -> FleetView:
-    request = urllib.request.Request(url.rstrip("/") + "/fleet")
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            body = answer.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        raise click.ClickException(f"the gateway answered {exc.code}: {message}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise click.ClickException(f"cannot reach the gateway at {url}: {reason}") from exc
-    try:
-        return msgspec.json.decode(body, type=FleetView)
-    except msgspec.DecodeError as exc:
-        raise click.ClickException(f"{url}/fleet is not a cortex gateway's answer: {exc}") from exc
+WATCH_INTERVAL_S = 1.0
+sleep = time.sleep
+"""Between redraws (a seam for the tests, which stop the watch from it)."""
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-def _state(node: NodeView) -> str:
-    state = "draining" if node.draining else "up" if node.up else "down"
+def node_state(node: NodeView) -> str:
+    """``down``, ``draining``, ``cordoned`` or ``up`` (the first that holds), and ``defrag due``."""
+    if not node.up:
+        state = "down"
+    elif node.draining:
+        state = "draining"
+    elif node.cordoned:
+        state = "cordoned"
+    else:
+        state = "up"
     return state + (", defrag due" if node.defrag_due else "")
 
 
 def _devices(node: NodeView) -> str:
     parts = []
     for d in node.devices:
-        free = "?" if d.memory_free_mb is None else str(d.memory_free_mb)
+        used = "?" if d.memory_free_mb is None else str(d.memory_total_mb - d.memory_free_mb)
         util = "" if d.utilization_pct is None else f" {d.utilization_pct}%"
-        parts.append(f"{d.kind}{d.index} {free}/{d.memory_total_mb} MiB free{util}")
+        parts.append(f"{d.kind}{d.index} {used}/{d.memory_total_mb} MiB{util}")
     return ", ".join(parts) or "-"
 
 
-def _ago(moment: float | None, now: float) -> str:
-    return "never" if moment is None else f"{max(0.0, now - moment):.0f} s ago"
-
-
-@click.command()
-@click.option(
-    "--url",
-    envvar="CORTEX_URL",
-    default="http://127.0.0.1:31313",
-    show_default=True,
-    help="The gateway (or set CORTEX_URL).",
-)
-@click.option("--api-key", envvar="CORTEX_API_KEY", help="A client key (or set CORTEX_API_KEY).")
-def status(url: str, api_key: str | None) -> None:
-    """Show the fleet: each node's state, devices and models, and where each model is."""
-    fleet = _fetch(url, api_key)
-    now = time.time()
-    nodes = [["NODE", "STATE", "DEVICES", "CYCLES", "POLLED", "ENDPOINT"]]
-    nodes += [
+def _nodes(fleet: FleetView, now: float, colour: Paint) -> str:
+    rows = [["NODE", "STATE", "DEVICES (used/total)", "CYCLES", "POLLED", "ENDPOINT"]]
+    rows += [
         [
             n.name,
-            _state(n),
+            node_state(n),
             _devices(n),
             str(n.load_unload_cycles),
-            _ago(n.last_poll, now),
+            ago(n.last_poll, now),
             n.endpoint,
         ]
         for n in fleet.nodes
     ]
-    click.echo(_table(nodes) if fleet.nodes else "no neurons configured")
-    in_flight = {(n.name, m.id): m for n in fleet.nodes for m in n.models}
-    models = [["MODEL", "ALIASES", "WHERE"]]
+    return table(rows, painted=(1,), colour=colour)
+
+
+def _models(fleet: FleetView, now: float, colour: Paint) -> str:
+    on_node = {(n.name, m.id): m for n in fleet.nodes for m in n.models}
+    rows = [["MODEL", "ALIASES", "WHERE", "IN FLIGHT", "LAST USED", "PINNED"]]
     for model in fleet.models:
-        where = []
+        infos: list[NodeModelView] = []
+        where, pinned = [], []
         for location in model.locations:
-            info = in_flight.get((location.node, model.id))
-            busy = f", {info.in_flight} in flight" if info and info.in_flight else ""
-            pin = ", pinned" if info and info.pinned else ""
-            where.append(f"{location.node} ({location.status}{busy}{pin})")
-        models.append([model.id, ", ".join(model.aliases) or "-", "; ".join(where) or "-"])
-    click.echo()
-    click.echo(_table(models) if fleet.models else "no models")
+            where.append(f"{location.node} {location.status}")
+            info = on_node.get((location.node, model.id))
+            if info is not None:
+                infos.append(info)
+                if info.pinned:
+                    pinned.append(location.node)
+        used = [i.last_used for i in infos if i.last_used is not None]
+        rows.append(
+            [
+                model.id,
+                ", ".join(model.aliases) or "-",
+                ", ".join(where) or "-",
+                str(sum(i.in_flight for i in infos)),
+                ago(max(used), now) if used else "never",
+                ", ".join(pinned) or "-",
+            ]
+        )
+    return table(rows, painted=(2,), colour=colour)
+
+
+def summary(fleet: FleetView) -> str:
+    """One line: nodes up, models resident (and loading), requests in flight."""
+    up = sum(n.up for n in fleet.nodes)
+    resident = {m.id for n in fleet.nodes for m in n.models if m.status == "loaded"}
+    loading = {m.id for n in fleet.nodes for m in n.models if m.status == "loading"}
+    in_flight = sum(m.in_flight for n in fleet.nodes for m in n.models)
+    more = f" ({len(loading)} loading)" if loading else ""
+    return (
+        f"{up}/{len(fleet.nodes)} nodes up, {len(resident)} models resident{more}, "
+        f"{in_flight} requests in flight"
+    )
+
+
+def render(fleet: FleetView, now: float, colour: Paint = str) -> str:
+    """The whole screen: the summary, the nodes, the models."""
+    nodes = _nodes(fleet, now, colour) if fleet.nodes else "no neurons configured"
+    models = _models(fleet, now, colour) if fleet.models else "no models"
+    return f"{summary(fleet)}\n\n{nodes}\n\n{models}"
+
+
+@click.command()
+@gateway_options
+@color_option
+@click.option("--json", "as_json", is_flag=True, help="Print the /fleet document as JSON.")
+@click.option("--watch", "-w", is_flag=True, help="Redraw every second until Ctrl-C.")
+def status(gateway: Gateway, color: bool, as_json: bool, watch: bool) -> None:
+    """Show the fleet: nodes, devices, models, what is in flight."""
+    if as_json and watch:
+        raise click.UsageError("--json and --watch do not go together")
+    if as_json:
+        click.echo(gateway.fleet_document().decode())
+        return
+    if not watch:
+        click.echo(render(gateway.fleet(), time.time(), paint(color)), color=color)
+        return
+    try:
+        while True:
+            try:
+                screen = render(gateway.fleet(), time.time(), paint(color))
+            except GatewayError as exc:
+                screen = f"{time.strftime('%H:%M:%S')}  {exc.message} (retrying)"
+            click.clear()
+            click.echo(screen, color=color)
+            sleep(WATCH_INTERVAL_S)
+    except KeyboardInterrupt:
+        return

@@ -38,12 +38,14 @@ class AdminModelRequest(msgspec.Struct, kw_only=True, frozen=True):
     """``POST /admin/models/load`` and ``/unload``: a model, optionally one node.
 
     ``force``: for a load, load even where free memory looks short (the neuron judges); for an
-    unload, abort the model's requests in flight.
+    unload, abort the model's requests in flight. ``drain`` (unload only): stop admitting and
+    wait for the requests in flight to finish (the neuron's ``drain_timeout_s``).
     """
 
     model: str
     node: str | None = None
     force: bool = False
+    drain: bool = False
 
 
 class Eviction(msgspec.Struct, kw_only=True, frozen=True):
@@ -138,7 +140,7 @@ async def admin_unload(request: Request) -> Response:
     ctx = context(request.scope)
     body = await _admin_body(request)
     model_id = ctx.catalogue.canonical(body.model)
-    nodes = await ctx.router.unload(model_id, body.node, force=body.force)
+    nodes = await ctx.router.unload(model_id, body.node, force=body.force, drain=body.drain)
     return _json(AdminUnloaded(model=model_id, nodes=nodes))
 
 

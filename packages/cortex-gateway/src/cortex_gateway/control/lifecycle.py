@@ -209,8 +209,12 @@ class Lifecycle:
         health = await self._upstream.get(node.peer, "/health", Health, limit_s=CONTROL_TIMEOUT_S)
         node.health = health
 
-    async def unload(self, node: Node, model_id: str, *, force: bool, reason: str) -> None:
-        """Unload ``model_id`` from ``node`` (``force`` aborts its requests in flight).
+    async def unload(
+        self, node: Node, model_id: str, *, force: bool, reason: str, drain: bool = False
+    ) -> None:
+        """Unload ``model_id`` from ``node``.
+
+        ``force`` aborts its requests in flight; ``drain`` has the neuron wait for them.
 
         Raises:
             CortexError: the neuron's refusal (409 ``model_busy``, 404 ``model_not_loaded``).
@@ -221,7 +225,7 @@ class Lifecycle:
             await self._upstream.post(
                 node.peer,
                 "/models/unload",
-                UnloadRequest(model_id=model_id, force=force),
+                UnloadRequest(model_id=model_id, force=force, drain=drain),
                 UnloadResponse,
                 limit_s=self._load_timeout,
             )

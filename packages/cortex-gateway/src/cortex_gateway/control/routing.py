@@ -141,8 +141,12 @@ class Router:
         self._check_lifecycle()
         return await self._serve(self._ask(model_id, node=node_name, force=force), wait=False)
 
-    async def unload(self, model_id: str, node_name: str | None, *, force: bool) -> list[str]:
+    async def unload(
+        self, model_id: str, node_name: str | None, *, force: bool, drain: bool = False
+    ) -> list[str]:
         """Operator unload (``/admin/models/unload``) from one node, or from every node.
+
+        ``drain`` waits for the requests in flight (the neuron's drain); ``force`` aborts them.
 
         Raises:
             ModelNotLoadedError: it is loaded on no (such) node.
@@ -169,7 +173,7 @@ class Router:
                     code="model_pinned",
                 )
         for node in nodes:
-            await self._lifecycle.unload(node, model_id, force=force, reason="admin")
+            await self._lifecycle.unload(node, model_id, force=force, drain=drain, reason="admin")
         self._queue.changed()
         return [n.name for n in nodes]
 
