@@ -136,3 +136,124 @@ def test_a_gateway_that_does_not_load_refuses_a_cold_model():
 )
 def test_an_operator_load_on_one_node(state, ask, expected):
     assert decide(fleet(state), ask) == expected
+
+
+def resident(model: str, mb: int, used: float | None = None, **fields) -> ModelState:
+    return ModelState(
+        model=model, status="loaded", memory_mb=mb, devices=(0,), last_used=used, **fields
+    )
+
+
+def full(name: str, *models: ModelState, free: int = 0, total: int = 10000) -> NodeState:
+    states = {s.model: s for s in models}
+    states["m"] = knows()
+    return NodeState(
+        name=name,
+        up=True,
+        devices=(DeviceRoom(index=0, total_mb=total, free_mb=free),),
+        models=states,
+    )
+
+
+@pytest.mark.parametrize(
+    ("residents", "strategy", "victims"),
+    [
+        # the least recently used goes first, and only as many as needed
+        ((resident("x", 5000, 10), resident("y", 5000, 20)), "lru", ("x",)),
+        (
+            (resident("x", 3000, 10), resident("y", 3000, 20), resident("z", 3000, 30)),
+            "lru",
+            ("x", "y"),
+        ),
+        # busy, queued, waiting, loading and pinned models are never victims
+        ((resident("x", 5000, 10, active=1), resident("y", 5000, 20)), "lru", ("y",)),
+        ((resident("x", 5000, 10, queued=1), resident("y", 5000, 20)), "lru", ("y",)),
+        ((resident("x", 5000, 10, waiting=1), resident("y", 5000, 20)), "lru", ("y",)),
+        ((resident("x", 5000, 10, pinned=True), resident("y", 5000, 20)), "lru", ("y",)),
+        ((resident("x", 5000, 10, in_flight=2), resident("y", 5000, 20)), "lru", ("y",)),
+        # a yielding model's waiters do not protect it
+        (
+            (resident("x", 5000, 10, waiting=1, yielding=True), resident("y", 5000, 20)),
+            "lru",
+            ("x",),
+        ),
+        # priority: the lowest priority first, whatever its recency
+        (
+            (resident("x", 5000, 10, priority=50), resident("y", 5000, 20, priority=10)),
+            "priority",
+            ("y",),
+        ),
+        # cost: what is cheap to reload per MiB goes first
+        (
+            (resident("x", 5000, 10, load_seconds=300), resident("y", 5000, 10, load_seconds=5)),
+            "cost",
+            ("y",),
+        ),
+        # the smallest set that will do: the one big enough alone, not the two stale small ones
+        (
+            (resident("x", 2000, 10), resident("y", 6000, 20), resident("z", 2000, 30)),
+            "lru",
+            ("y",),
+        ),
+    ],
+)
+def test_victims(residents, strategy, victims):
+    decision = decide(fleet(full("a", *residents)), Ask("m", Need(5000), strategy=strategy))
+    assert isinstance(decision, Load)
+    assert set(decision.evict) == set(victims)
+
+
+def test_a_node_with_room_wins_over_one_that_must_evict():
+    evicting = full("a", resident("x", 9000, 10))
+    roomy = full("b", free=6000)
+    assert decide(fleet(evicting, roomy), Ask("m", Need(5000))) == Load("b", (0,))
+
+
+def test_the_node_whose_evictions_cost_least_wins():
+    recent = full("a", resident("x", 9000, 500))
+    stale = full("b", resident("y", 9000, 100))
+    assert decide(fleet(recent, stale), Ask("m", Need(5000))).evict == ("y",)  # type: ignore[union-attr]
+
+
+def test_no_eviction_is_asked_when_evicting_is_not_allowed():
+    decision = decide(
+        fleet(full("a", resident("x", 9000, 10))), Ask("m", Need(5000), may_evict=False)
+    )
+    assert isinstance(decision, Refuse)
+
+
+def test_busy_models_make_a_refusal_worth_waiting_for_and_pins_do_not():
+    busy = decide(fleet(full("a", resident("x", 9000, 10, active=1))), Ask("m", Need(5000)))
+    pinned = decide(fleet(full("a", resident("x", 9000, 10, pinned=True))), Ask("m", Need(5000)))
+    assert (busy.reason, busy.transient) == ("no_room", True)  # type: ignore[union-attr]
+    assert (pinned.reason, pinned.transient) == ("no_room", False)  # type: ignore[union-attr]
+
+
+def test_a_yielding_replica_takes_no_new_requests():
+    state = full("a", resident("m2", 1000, 10))
+    loaded_yielding = NodeState(
+        name="a",
+        up=True,
+        devices=state.devices,
+        models={
+            "m": ModelState(model="m", status="loaded", memory_mb=1000, devices=(0,), yielding=True)
+        },
+    )
+    other = NodeState(
+        name="b",
+        up=True,
+        devices=state.devices,
+        models={"m": ModelState(model="m", status="loaded", memory_mb=1000, devices=(0,))},
+    )
+    assert decide(fleet(loaded_yielding, other), Ask("m")) == Use("b")
+    refused = decide(fleet(loaded_yielding), Ask("m"))
+    assert (refused.reason, refused.transient) == ("yielding", True)  # type: ignore[union-attr]
+
+
+def test_in_the_way_names_what_a_passed_over_model_would_evict_were_it_idle():
+    from cortex_gateway.placement.policy import in_the_way
+
+    snapshot = fleet(full("a", resident("x", 9000, 10, active=3)))
+    assert in_the_way(snapshot, Ask("m", Need(5000))) == {("a", "x")}
+    assert in_the_way(fleet(full("a", free=9000)), Ask("m", Need(5000))) == set()
+    assert snapshot.yielding({("a", "x")}).nodes[0].models["x"].yielding
