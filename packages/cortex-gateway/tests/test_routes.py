@@ -58,6 +58,7 @@ async def test_fleet_shows_nodes_devices_models_and_pins(neuron):
             "status": "loaded",
             "memory_mb": 1000,
             "in_flight": 0,
+            "queued": 0,
             "last_used": None,
             "pinned": True,
         },
@@ -66,13 +67,24 @@ async def test_fleet_shows_nodes_devices_models_and_pins(neuron):
             "status": "available",
             "memory_mb": None,
             "in_flight": 0,
+            "queued": 0,
             "last_used": None,
             "pinned": False,
         },
     ]
     assert fleet["models"] == [
-        {"id": "org/a", "aliases": ["a"], "locations": [{"node": "n1", "status": "loaded"}]},
-        {"id": "org/b", "aliases": [], "locations": [{"node": "n1", "status": "available"}]},
+        {
+            "id": "org/a",
+            "aliases": ["a"],
+            "locations": [{"node": "n1", "status": "loaded"}],
+            "queued": 0,
+        },
+        {
+            "id": "org/b",
+            "aliases": [],
+            "locations": [{"node": "n1", "status": "available"}],
+            "queued": 0,
+        },
     ]
 
 

@@ -109,7 +109,7 @@ async def health(request: Request) -> Response:
 async def fleet(request: Request) -> Response:
     """``GET /fleet``: nodes, devices, models, as last polled."""
     ctx = context(request.scope)
-    return _json(fleet_view(ctx.nodes, ctx.catalogue))
+    return _json(fleet_view(ctx.nodes, ctx.catalogue, ctx.queue.waiting()))
 
 
 async def list_models(request: Request) -> Response:

@@ -3,7 +3,7 @@
 Views are built from the nodes' last polled state; building one never calls a neuron.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import msgspec
@@ -58,6 +58,8 @@ class NodeModelView(msgspec.Struct, kw_only=True, frozen=True):
     status: ModelStatus
     memory_mb: int | None = None
     in_flight: int = 0
+    queued: int = 0
+    """Waiting in the neuron's queue beyond its engine's batch."""
     last_used: float | None = None
     pinned: bool = False
 
@@ -84,6 +86,8 @@ class FleetModelView(msgspec.Struct, kw_only=True, frozen=True):
     id: str
     aliases: list[str]
     locations: list[ModelLocation]
+    queued: int = 0
+    """Requests waiting in this gateway's queue for it (loading, or waiting for room)."""
 
 
 class FleetView(msgspec.Struct, kw_only=True, frozen=True):
@@ -100,7 +104,9 @@ def health_view(nodes: Sequence[Node]) -> HealthView:
     return HealthView(status=status, nodes=NodeCount(healthy=healthy, total=len(nodes)))
 
 
-def fleet_view(nodes: Sequence[Node], catalogue: Catalogue) -> FleetView:
+def fleet_view(
+    nodes: Sequence[Node], catalogue: Catalogue, waiting: Mapping[str, int] | None = None
+) -> FleetView:
     """``/fleet``'s body: every node, every model the fleet knows."""
     return FleetView(
         nodes=[_node_view(node, catalogue) for node in nodes],
@@ -142,6 +148,7 @@ def _node_view(node: Node, catalogue: Catalogue) -> NodeView:
                 status=info.status,
                 memory_mb=info.memory_mb,
                 in_flight=info.in_flight,
+                queued=resident.queued,
                 last_used=info.last_used,
                 pinned=profile is not None and node.name in profile.pinned_on,
             )
