@@ -53,14 +53,15 @@ async def test_status_shows_a_fleet_with_a_node_down_one_cordoned_a_load_and_a_s
     assert lines[3].endswith(n1.url)
     assert lines[4].split()[:6] == ["n2", "cordoned", "gpu0", "1000/24000", "MiB", "10%"]
     assert lines[5].split()[:5] == ["n3", "down", "-", "0", "never"]
-    assert lines[7] == "MODEL  ALIASES  WHERE                 IN FLIGHT  LAST USED  PINNED"
+    assert lines[7] == "MODEL  ALIASES  WHERE                 IN FLIGHT  QUEUED  LAST USED  PINNED"
     rows = {line.split()[0]: line for line in lines[8:]}
-    assert rows["org/a"].split() == ["org/a", "a", "n1", "loaded", "2", "never", "n1"]
-    assert rows["org/b"].split() == ["org/b", "-", "n1", "loading", "0", "never", "-"]
+    assert rows["org/a"].split() == ["org/a", "a", "n1", "loaded", "2", "0", "never", "n1"]
+    assert rows["org/b"].split() == ["org/b", "-", "n1", "loading", "0", "0", "never", "-"]
     assert re.split(r"\s{2,}", rows["org/c"]) == [
         "org/c",
         "-",
         "n1 loaded, n2 loaded",
+        "0",
         "0",
         "never",
         "-",

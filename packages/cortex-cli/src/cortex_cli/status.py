@@ -55,7 +55,7 @@ def _nodes(fleet: FleetView, now: float, colour: Paint) -> str:
 
 def _models(fleet: FleetView, now: float, colour: Paint) -> str:
     on_node = {(n.name, m.id): m for n in fleet.nodes for m in n.models}
-    rows = [["MODEL", "ALIASES", "WHERE", "IN FLIGHT", "LAST USED", "PINNED"]]
+    rows = [["MODEL", "ALIASES", "WHERE", "IN FLIGHT", "QUEUED", "LAST USED", "PINNED"]]
     for model in fleet.models:
         infos: list[NodeModelView] = []
         where, pinned = [], []
@@ -73,6 +73,7 @@ def _models(fleet: FleetView, now: float, colour: Paint) -> str:
                 ", ".join(model.aliases) or "-",
                 ", ".join(where) or "-",
                 str(sum(i.in_flight for i in infos)),
+                str(model.queued + sum(i.queued for i in infos)),
                 ago(max(used), now) if used else "never",
                 ", ".join(pinned) or "-",
             ]
