@@ -91,17 +91,25 @@ class Router:
         """Whether this gateway loads and unloads models (``[eviction] lifecycle``)."""
         return self._eviction.lifecycle
 
-    def snapshot(self) -> FleetSnapshot:
-        """The fleet as of now, for one decision; models in a passed-over queue's way yield."""
+    def snapshot(self, only: str | None = None) -> FleetSnapshot:
+        """The fleet as of now, for one decision; models in a passed-over queue's way yield.
+
+        ``only``: just that model's states on each node, when no queue has been passed over:
+        enough to decide whether a loaded replica serves it (the request path's common case,
+        cheap however large the fleet).
+        """
         profiles, waiting = self._catalogue.profiles, self._queue.waiting()
+        starved = self._queue.passed_over()
+        part = only if not starved else None
         fleet = FleetSnapshot(
             nodes=tuple(
-                n.state(profiles, self._lifecycle.loads_on(n), waiting) for n in self._nodes
+                n.state(profiles, self._lifecycle.loads_on(n), waiting, only=part)
+                for n in self._nodes
             ),
             now=time.time(),
         )
         yielding: set[tuple[str, str]] = set()
-        for model in self._queue.passed_over():
+        for model in starved:
             yielding |= in_the_way(fleet, self._ask(model))
         return fleet.yielding(yielding) if yielding else fleet
 
@@ -223,7 +231,7 @@ class Router:
             )
 
     async def _serve(self, ask: Ask, *, wait: bool = True) -> Target:
-        decision = decide(self.snapshot(), ask)
+        decision = decide(self.snapshot(only=ask.model), ask)
         if isinstance(decision, Use):  # the common case, and no queue for it
             try:
                 node = self._by_name[decision.node]

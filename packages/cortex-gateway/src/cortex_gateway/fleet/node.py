@@ -161,13 +161,18 @@ class Node:
         profiles: Mapping[str, ModelProfile],
         loading: Collection[str],
         waiting: Mapping[str, int],
+        only: str | None = None,
     ) -> NodeState:
         """This node as placement sees it.
 
-        ``loading``: this gateway's loads under way here; ``waiting``: its queue, per model.
+        ``loading``: this gateway's loads under way here; ``waiting``: its queue, per model;
+        ``only``: that model's state alone (all a decision to send it to a replica reads).
         """
         models = {}
-        for model_id, resident in self.residents.items():
+        residents = self.residents.items()
+        if only is not None:
+            residents = [(only, r)] if (r := self.residents.get(only)) is not None else []
+        for model_id, resident in residents:
             info = resident.info
             if info is None:
                 continue
