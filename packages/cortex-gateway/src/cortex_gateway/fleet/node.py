@@ -8,7 +8,7 @@ one :class:`Resident` record holding both. It never calls a neuron.
 
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cortex_core.config import ModelProfile, NeuronPeer
@@ -169,7 +169,7 @@ class Node:
         ``only``: that model's state alone (all a decision to send it to a replica reads).
         """
         models = {}
-        residents = self.residents.items()
+        residents: Iterable[tuple[str, Resident]] = self.residents.items()
         if only is not None:
             residents = [(only, r)] if (r := self.residents.get(only)) is not None else []
         for model_id, resident in residents:
