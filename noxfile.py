@@ -134,6 +134,7 @@ TEST_TOOLS = (
     "openai",  # the client in the tests of both daemons
     "anthropic",  # the client of the gateway's /v1/messages tests
     "pytest-randomly",  # every run in a new order: a test that needs another's state fails
+    "selenium",  # drives Debian's chromium in the status page's browser test
 )
 # vLLM's CPU build pins a +cpu torch; the PyPI builds of these then break `import vllm`, and an
 # extra cannot remove packages, so every engine venv drops them after installing.
