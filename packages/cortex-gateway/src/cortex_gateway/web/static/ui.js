@@ -4,6 +4,7 @@
 
 const KEY = "cortex.key";
 const EVERY_MS = 1000;
+const RESIDENT = new Set(["loading", "loaded", "unloading"]);
 let timer = null;
 
 function $(id) { return document.getElementById(id); }
@@ -120,7 +121,7 @@ function drawModels(state) {
       rows.push(el("tr", { "data-model": m.id, "data-node": n.name },
         el("td", {}, m.id), el("td", {}, n.name),
         el("td", { class: "state state-" + m.status }, m.status),
-        el("td", { class: "num" }, m.memory_mb === null ? "–" : m.memory_mb + " MiB"),
+        el("td", { class: "num" }, m.memory_mb === null || !RESIDENT.has(m.status) ? "–" : m.memory_mb + " MiB"),
         el("td", { class: "num" }, m.in_flight),
         el("td", { class: "num" }, state.queued[m.id] || 0),
         el("td", {}, ago(m.last_used, state.now)),
