@@ -256,6 +256,15 @@ def build(session: nox.Session) -> None:
         )
         for script in package.scripts:
             session.run(str(venv / "bin" / script), "--help", external=True)
+        if package.folder == "cortex-gateway":  # the status page's files are package data
+            session.run(str(venv / "bin" / "python"), "-c", STATUS_PAGE_CHECK, external=True)
+
+
+STATUS_PAGE_CHECK = (
+    "import importlib.resources as r; d = r.files('cortex_gateway.web') / 'static'; "
+    "assert all((d / n).is_file() for n in ('ui.html', 'ui.js', 'ui.css')), 'no static files'"
+)
+"""Run in the wheel's own venv: the status page's static files shipped in the wheel."""
 
 
 def engine_venv(session: nox.Session) -> Path:

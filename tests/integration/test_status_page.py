@@ -11,7 +11,7 @@ import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -106,7 +106,10 @@ def _model_row(driver: WebDriver, model: str, node: str) -> str:
     return f'#models tr[data-model="{model}"][data-node="{node}"]'
 
 
-def _admin_session(driver: WebDriver, url: str, shots: Path) -> list[str]:
+def _admin_session(
+    driver: WebDriver, url: str, shots: Path, status: Callable[[], str]
+) -> list[str]:
+    """``status``: the fake neuron's state of ``org/a`` (read from this thread: a plain read)."""
     _log_in(driver, url, ADMIN)
     wait = _wait(driver, RENDER_S)
     row = _model_row(driver, "org/a", "n1")
@@ -124,8 +127,17 @@ def _admin_session(driver: WebDriver, url: str, shots: Path) -> list[str]:
     _wait(driver, 2.0).until(
         lambda d: d.find_element(By.CSS_SELECTOR, row + " .state").text == "available"
     )
+    assert status() == "available"
     unloaded = shots / "status-page-after-unload.png"
     assert driver.save_screenshot(str(unloaded))
+    _click(driver, row + " button[data-action=load]")  # and back
+    _wait(driver, RENDER_S).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, row + " .state").text == "loaded"
+    )
+    _click(driver, '.node[data-node="n2"] button[data-action=cordon]')
+    _wait(driver, RENDER_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, '.node[data-node="n2"] .badge.cordoned')
+    )
     events = driver.find_element(By.CSS_SELECTOR, "#events tbody").text
     return [str(rendered), str(unloaded), events]
 
@@ -159,9 +171,11 @@ async def test_an_admin_sees_the_fleet_and_unloads_a_model_from_the_page(browser
     ):
         await _chat(gw.url, CLIENT)
         rendered, unloaded, events = await asyncio.to_thread(
-            _admin_session, browser, gw.url, tmp_path
+            _admin_session, browser, gw.url, tmp_path, lambda: n1.models["org/a"].status
         )
-        assert n1.models["org/a"].status == "available"
+        assert n1.models["org/a"].status == "loaded"  # unloaded, then loaded from the page
+        assert [u.model_id for u in n1.unloads] == ["org/a"]
+        assert [spec.model_id for spec in n1.loads] == ["org/a"]
     print(f"\nscreenshots: {rendered} {unloaded}")
     assert "unload" in events
     assert "admin" in events
