@@ -57,6 +57,7 @@ async def test_the_shell_and_its_assets_load_without_a_key_and_hold_no_data(neur
             assert headers["content-type"].startswith(media)
             assert b"http://" not in body
             assert b"https://" not in body
+        assert (await get(gw.url + "/ui/"))[0] == 200  # redirected to /ui, no key needed
         assert (await get(gw.url + "/ui/static/nothing.js"))[0] == 404
         assert (await get(gw.url + "/ui/static/..%2Fpage.py"))[0] == 404
         assert (await get(gw.url + "/ui/state"))[0] == 401

@@ -19,7 +19,7 @@ from cortex_gateway.errors import refuse_unread
 
 __all__ = ["AuthMiddleware", "Keys"]
 
-_OPEN = frozenset({"/", "/health", "/ui"})
+_OPEN = frozenset({"/", "/health", "/ui", "/ui/"})  # /ui/ redirects to /ui
 _OPEN_PREFIX = "/ui/static/"
 _CHALLENGE = [(b"www-authenticate", b"Bearer")]
 
