@@ -262,7 +262,8 @@ def build(session: nox.Session) -> None:
 
 STATUS_PAGE_CHECK = (
     "import importlib.resources as r; d = r.files('cortex_gateway.web') / 'static'; "
-    "assert all((d / n).is_file() for n in ('ui.html', 'ui.js', 'ui.css')), 'no static files'"
+    "names = ('ui.html', 'ui.js', 'ui.css', 'favicon.svg'); "
+    "assert all((d / n).is_file() for n in names), 'no static files'"
 )
 """Run in the wheel's own venv: the status page's static files shipped in the wheel."""
 

@@ -45,6 +45,7 @@ async def test_the_shell_and_its_assets_load_without_a_key_and_hold_no_data(neur
         status, headers, html = await get(gw.url + "/ui")
         assert status == 200
         assert headers["content-type"] == "text/html; charset=utf-8"
+        assert headers["content-security-policy"].startswith("default-src 'self'")
         assert b"/ui/static/ui.js" in html
         assert b"/ui/static/ui.css" in html
         assert b"org/a" not in html

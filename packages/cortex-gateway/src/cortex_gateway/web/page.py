@@ -27,10 +27,17 @@ __all__ = ["STATIC", "UIState", "ui", "ui_state", "ui_static"]
 STATIC = {
     "ui.js": "text/javascript; charset=utf-8",
     "ui.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 """The files under ``/ui/static/``, with their media types; no other name is served."""
 
 _NO_STORE = {"cache-control": "no-store"}
+_SHELL = {
+    **_NO_STORE,
+    # Its own files only: no inline script, nothing from elsewhere, not framed.
+    "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+}
 
 
 class UIState(msgspec.Struct, kw_only=True, frozen=True):
@@ -55,11 +62,11 @@ def _asset(name: str) -> bytes:
 
 async def ui(request: Request) -> Response:
     """``GET /ui``: the page's shell (no data; open)."""
-    return Response(_asset("ui.html"), media_type="text/html; charset=utf-8", headers=_NO_STORE)
+    return Response(_asset("ui.html"), media_type="text/html; charset=utf-8", headers=_SHELL)
 
 
 async def ui_static(request: Request) -> Response:
-    """``GET /ui/static/{name}``: the page's script and style sheet."""
+    """``GET /ui/static/{name}``: the page's script, style sheet and icon."""
     name = request.path_params["name"]
     if name not in STATIC:
         raise NotFoundError(f"No route {request.url.path}")
