@@ -1,5 +1,6 @@
 """The status page: its shell and assets, the JSON it reads (/ui/state) and its buffers."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -8,7 +9,7 @@ import anthropic
 import pytest
 
 from cortex_core.config import AuthOptions, ModelProfile, ModelsConfig
-from cortex_gateway.testing import FakeNeuron, fleet_config, running_gateway
+from cortex_gateway.testing import FakeNeuron, eventually, fleet_config, running_gateway
 from cortex_gateway.web.recent import Recent, RequestRecord
 
 pytestmark = pytest.mark.timeout(30)
@@ -201,3 +202,21 @@ def test_a_request_record_has_no_field_for_text():
         "completion_tokens",
         "tokens_per_second",
     }
+
+
+async def test_the_state_counts_the_requests_waiting_for_a_load(neuron, client):
+    neuron.load_time = 30.0  # read as the load runs: set to 0 below to end it
+    async with running_gateway(fleet_config(neuron)) as gw:
+        waiting = asyncio.create_task(
+            client(gw.url).chat.completions.create(
+                model="org/b", messages=[{"role": "user", "content": "hi"}]
+            )
+        )
+
+        async def queued() -> bool:
+            return bool((await state(gw.url))["queued"] == {"org/b": 1})
+
+        await eventually(queued)
+        neuron.load_time = 0.0
+        await waiting
+        assert (await state(gw.url))["queued"] == {}
