@@ -134,6 +134,7 @@ TEST_TOOLS = (
     "openai",  # the client in the tests of both daemons
     "anthropic",  # the client of the gateway's /v1/messages tests
     "pytest-randomly",  # every run in a new order: a test that needs another's state fails
+    "selenium",  # drives Debian's chromium in the status page's browser test
 )
 # vLLM's CPU build pins a +cpu torch; the PyPI builds of these then break `import vllm`, and an
 # extra cannot remove packages, so every engine venv drops them after installing.
@@ -255,6 +256,16 @@ def build(session: nox.Session) -> None:
         )
         for script in package.scripts:
             session.run(str(venv / "bin" / script), "--help", external=True)
+        if package.folder == "cortex-gateway":  # the status page's files are package data
+            session.run(str(venv / "bin" / "python"), "-c", STATUS_PAGE_CHECK, external=True)
+
+
+STATUS_PAGE_CHECK = (
+    "import importlib.resources as r; d = r.files('cortex_gateway.web') / 'static'; "
+    "names = ('ui.html', 'ui.js', 'ui.css', 'favicon.svg'); "
+    "assert all((d / n).is_file() for n in names), 'no static files'"
+)
+"""Run in the wheel's own venv: the status page's static files shipped in the wheel."""
 
 
 def engine_venv(session: nox.Session) -> Path:

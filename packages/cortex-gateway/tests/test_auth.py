@@ -22,6 +22,8 @@ ROUTES = {
     "v1": ("GET", "/v1/models"),
     "fleet": ("GET", "/fleet"),
     "admin": ("POST", "/admin/models/unload"),
+    "ui": ("GET", "/ui"),
+    "ui_state": ("GET", "/ui/state"),
 }
 # (auth, route, key presented) → status; the admin route answers 404 model_not_loaded once
 # it lets the request through.
@@ -39,8 +41,12 @@ MATRIX = [
     (ONLY_CLIENT, "fleet", CLIENT, 200),
     (ONLY_CLIENT, "admin", CLIENT, 403),
     (ONLY_CLIENT, "admin", None, 403),
+    (ONLY_CLIENT, "ui", None, 200),
+    (ONLY_CLIENT, "ui_state", None, 401),
+    (ONLY_CLIENT, "ui_state", CLIENT, 200),
     (ONLY_ADMIN, "v1", None, 200),
     (ONLY_ADMIN, "fleet", None, 200),
+    (ONLY_ADMIN, "ui_state", None, 200),
     (ONLY_ADMIN, "admin", None, 401),
     (ONLY_ADMIN, "admin", "wrong", 401),
     (ONLY_ADMIN, "admin", ADMIN, 404),
@@ -52,6 +58,10 @@ MATRIX = [
     (BOTH, "admin", None, 401),
     (BOTH, "admin", CLIENT, 403),
     (BOTH, "admin", ADMIN, 404),
+    (BOTH, "ui", None, 200),
+    (BOTH, "ui_state", None, 401),
+    (BOTH, "ui_state", CLIENT, 200),
+    (BOTH, "ui_state", ADMIN, 200),
 ]
 
 

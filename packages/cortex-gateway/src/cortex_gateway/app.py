@@ -29,6 +29,7 @@ from cortex_gateway.fleet.poller import Poller
 from cortex_gateway.metrics import Metrics
 from cortex_gateway.routes import routes
 from cortex_gateway.upstream import AiohttpUpstream
+from cortex_gateway.web.recent import Recent
 
 __all__ = ["create_app"]
 
@@ -45,6 +46,7 @@ def create_app(
     """
     templates = read_templates(models, config.models_config or "models.toml")
     metrics = Metrics(registry)
+    keys = Keys(config.auth)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppContext]]:
@@ -54,7 +56,10 @@ def create_app(
                 for peer in config.neurons
             )
             catalogue = Catalogue(models, nodes)
-            lifecycle = Lifecycle(upstream, metrics, load_timeout=config.gateway.load_timeout_s)
+            recent = Recent()
+            lifecycle = Lifecycle(
+                upstream, metrics, load_timeout=config.gateway.load_timeout_s, recent=recent
+            )
             options = config.gateway
             queue = Queue(
                 metrics,
@@ -90,6 +95,8 @@ def create_app(
                 queue=queue,
                 upstream=upstream,
                 metrics=metrics,
+                keys=keys,
+                recent=recent,
             )
             try:
                 async with poller.running(), upkeep.running():
@@ -106,7 +113,7 @@ def create_app(
                 access_logger="cortex_gateway.access",
                 render_error=error_body,
             ),
-            Middleware(AuthMiddleware, keys=Keys(config.auth)),
+            Middleware(AuthMiddleware, keys=keys),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

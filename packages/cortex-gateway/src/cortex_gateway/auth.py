@@ -1,6 +1,8 @@
 """Who may call what: DESIGN §4's auth matrix, as a pure ASGI middleware.
 
-``/`` and ``/health`` are open. ``/v1/*``, ``/fleet`` (and unknown paths) need a client or an
+``/`` and ``/health`` are open, and so is the status page's shell (``/ui`` and its static
+files under ``/ui/static/``: they hold no data). ``/v1/*``, ``/fleet``, ``/ui/state`` (and
+unknown paths) need a client or an
 admin key once client keys exist. ``/admin/*`` is open while no key exists at all, needs an
 admin key once any key exists, and is closed (403) when only client keys exist. A key comes as
 ``Authorization: Bearer <key>`` or ``x-api-key: <key>``; keys are compared in constant time and
@@ -17,7 +19,8 @@ from cortex_gateway.errors import refuse_unread
 
 __all__ = ["AuthMiddleware", "Keys"]
 
-_OPEN = frozenset({"/", "/health"})
+_OPEN = frozenset({"/", "/health", "/ui", "/ui/"})  # /ui/ redirects to /ui
+_OPEN_PREFIX = "/ui/static/"
 _CHALLENGE = [(b"www-authenticate", b"Bearer")]
 
 
@@ -30,7 +33,7 @@ class Keys:
 
     def check(self, path: str, headers: list[tuple[bytes, bytes]]) -> CortexError | None:
         """The error refusing this request, or ``None`` when it may go on."""
-        if path in _OPEN:
+        if path in _OPEN or path.startswith(_OPEN_PREFIX):
             return None
         admin_route = path.startswith("/admin/")
         if admin_route and not self._client and not self._admin:
@@ -49,6 +52,18 @@ class Keys:
         if key_among(key, self._client):
             return PermissionDeniedError("This route needs an admin key") if admin_route else None
         return AuthenticationError("Invalid API key")
+
+    def admits_admin(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether this request could call ``/admin/*`` (what the status page offers)."""
+        if not self._admin:
+            return not self._client
+        key = presented_key(headers, x_api_key=True)
+        return key is not None and key_among(key, self._admin)
+
+    @property
+    def required(self) -> bool:
+        """Whether any key is configured (the status page then asks for one)."""
+        return bool(self._client or self._admin)
 
 
 class AuthMiddleware:

@@ -22,6 +22,7 @@ from cortex_gateway.inference.anthropic.call import AnthropicCall
 from cortex_gateway.inference.anthropic.count import count_tokens
 from cortex_gateway.inference.exchange import InferenceEndpoint
 from cortex_gateway.inference.openai import OpenAICall
+from cortex_gateway.web.page import ui, ui_state, ui_static
 
 __all__ = [
     "ADMIN_BODY_LIMIT",
@@ -155,14 +156,14 @@ async def admin_node(request: Request) -> Response:
 
 
 def _openai(path: str) -> InferenceEndpoint:
-    return InferenceEndpoint(functools.partial(OpenAICall, path))
+    return InferenceEndpoint(functools.partial(OpenAICall, path), "openai")
 
 
 def routes() -> list[BaseRoute]:
     """Every route of the gateway's client listener."""
     return [  # the busiest first: Starlette tries them in order
         Route("/v1/chat/completions", _openai("/v1/chat/completions"), methods=["POST"]),
-        Route("/v1/messages", InferenceEndpoint(AnthropicCall), methods=["POST"]),
+        Route("/v1/messages", InferenceEndpoint(AnthropicCall, "anthropic"), methods=["POST"]),
         Route("/v1/completions", _openai("/v1/completions"), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/", health, methods=["GET"]),
@@ -173,4 +174,7 @@ def routes() -> list[BaseRoute]:
         Route("/admin/models/load", admin_load, methods=["POST"]),
         Route("/admin/models/unload", admin_unload, methods=["POST"]),
         Route("/admin/nodes/{name}/{action}", admin_node, methods=["POST"]),
+        Route("/ui", ui, methods=["GET"]),
+        Route("/ui/state", ui_state, methods=["GET"]),
+        Route("/ui/static/{name}", ui_static, methods=["GET"]),
     ]

@@ -27,6 +27,7 @@ from cortex_gateway.fleet.node import Node, Reservation
 from cortex_gateway.metrics import Metrics
 from cortex_gateway.placement.snapshot import Need
 from cortex_gateway.upstream import Upstream
+from cortex_gateway.web.recent import Recent
 
 __all__ = ["CONTROL_TIMEOUT_S", "Lifecycle", "load_spec", "read_templates"]
 
@@ -86,8 +87,16 @@ def load_spec(
 class Lifecycle:
     """Single-flight loads, endpoint look-ups and unloads through an :class:`Upstream`."""
 
-    def __init__(self, upstream: Upstream, metrics: Metrics, *, load_timeout: float) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        metrics: Metrics,
+        *,
+        load_timeout: float,
+        recent: Recent | None = None,
+    ) -> None:
         self._upstream = upstream
+        self._recent = recent or Recent()  # what the status page shows
         self._metrics = metrics
         self._load_timeout = load_timeout
         self._loads: dict[tuple[str, str], asyncio.Task[str]] = {}
@@ -157,6 +166,9 @@ class Lifecycle:
             if reservation is not None:
                 node.reservations.remove(reservation)
             logger.warning("loading %s on %s failed: %s", spec.model_id, node.name, exc)
+            failed_after = time.perf_counter() - started
+            why = str(getattr(exc, "code", type(exc).__name__))
+            self._recent.load_failed(spec.model_id, node.name, failed_after, why)
             raise
         if reservation is not None:
             reservation.done_at = time.monotonic()
@@ -165,6 +177,7 @@ class Lifecycle:
         self._metrics.model_load.labels(spec.model_id, node.name).observe(seconds)
         self._record(node, node.set_model(answer.model, url))
         node.resident(spec.model_id).load_seconds = seconds
+        self._recent.loaded(spec.model_id, node.name, seconds)
         logger.info("loaded %s on %s in %.1f s", spec.model_id, node.name, seconds)
         return url
 
@@ -236,6 +249,7 @@ class Lifecycle:
             unloaded = msgspec.structs.replace(info, status="available", devices=[], in_flight=0)
             self._record(node, node.set_model(unloaded))
         self._metrics.evictions.labels(node.name, reason).inc()
+        self._recent.unloaded(model_id, node.name, reason)
         logger.info("unloaded %s from %s (%s)", model_id, node.name, reason)
 
     def forget(self, node: Node, model_id: str) -> None:

@@ -29,6 +29,7 @@ from cortex_gateway.errors import refuse_unread, send_error
 from cortex_gateway.inference.dialect import Answer, Call
 from cortex_gateway.metrics import UNKNOWN, RequestSeries
 from cortex_gateway.upstream import ConnectError, UpstreamResponse
+from cortex_gateway.web.recent import RequestRecord
 
 __all__ = ["InferenceEndpoint"]
 
@@ -65,15 +66,19 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 class InferenceEndpoint:
-    """The ASGI app of one inference route; ``dialect`` makes each request's :class:`Call`."""
+    """The ASGI app of one inference route; ``dialect`` makes each request's :class:`Call`.
 
-    def __init__(self, dialect: Callable[[bytes], Call]) -> None:
+    ``name``: the dialect's, as the status page's recent requests show it.
+    """
+
+    def __init__(self, dialect: Callable[[bytes], Call], name: str) -> None:
         self.dialect = dialect
+        self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one inference request."""
         ctx = context(scope)
-        exchange = _Exchange(ctx, scope["path"], send)
+        exchange = _Exchange(ctx, scope["path"], send, self.name)
         try:
             body = await _read_body(scope, receive, ctx.config.gateway.max_body_bytes)
         except _ClientGoneError:
@@ -87,10 +92,14 @@ class InferenceEndpoint:
 class _Exchange:
     """One request's way through the gateway, and its accounting."""
 
-    def __init__(self, ctx: AppContext, path: str, send: Send) -> None:
+    def __init__(self, ctx: AppContext, path: str, send: Send, dialect: str) -> None:
         self.ctx = ctx
         self.path = path
         self.send = send
+        self.dialect = dialect
+        self.ttft: float | None = None
+        self.tokens: int | None = None
+        self.tps: float | None = None
         self.started = time.perf_counter()
         self.model = self.node = UNKNOWN
         self.live = False
@@ -114,7 +123,7 @@ class _Exchange:
                 raise
             task.uncancel()
             self.series.failed("client_disconnected")
-            self.series.finished(499, time.perf_counter() - self.started)
+            self._finished(499)
         finally:
             self.live = False
             watcher.cancel()
@@ -134,7 +143,7 @@ class _Exchange:
             await send_error(self.send, self.path, exc)
         else:
             await refuse_unread(self.send, unread, self.path, exc)
-        self.series.finished(exc.status_code, time.perf_counter() - self.started)
+        self._finished(exc.status_code)
 
     async def _serve(self, body: bytes, dialect: Callable[[bytes], Call]) -> None:
         try:
@@ -199,6 +208,7 @@ class _Exchange:
                     answer, usage = call.answer(resp.status, await resp.read(), content_type)
                     if usage is not None:
                         series.usage(usage.prompt_tokens, usage.completion_tokens)
+                        self.tokens = usage.completion_tokens
                     await self._answer(answer)
         finally:
             resident.active -= 1
@@ -216,7 +226,24 @@ class _Exchange:
     async def _end(self, status: int, body: bytes) -> None:
         self.live = False
         await self.send({"type": "http.response.body", "body": body})
-        self.series.finished(status, time.perf_counter() - self.started)
+        self._finished(status)
+
+    def _finished(self, status: int) -> None:
+        seconds = time.perf_counter() - self.started
+        self.series.finished(status, seconds)
+        self.ctx.recent.request(  # its accounting only: never the prompt
+            RequestRecord(
+                at=time.time(),
+                model=self.model,
+                node=self.node,
+                dialect=self.dialect,
+                status=status,
+                seconds=round(seconds, 4),
+                ttft_s=self.ttft,
+                completion_tokens=self.tokens,
+                tokens_per_second=self.tps,
+            )
+        )
 
     async def _relay(
         self, resp: UpstreamResponse, call: Call, series: RequestSeries, node: str
@@ -229,6 +256,7 @@ class _Exchange:
         def first_token() -> None:
             nonlocal first_token_at
             first_token_at = time.perf_counter()
+            self.ttft = round(first_token_at - self.started, 4)
             series.ttft.observe(first_token_at - self.started)
 
         relay = call.relay(self.send, first_token)
@@ -245,8 +273,9 @@ class _Exchange:
         usage = relay.usage
         if usage is not None:
             series.usage(usage.prompt_tokens, usage.completion_tokens)
+            self.tokens = usage.completion_tokens
             if first_token_at and usage.completion_tokens > 1 and ended > first_token_at:
-                series.tokens_per_second.observe(
-                    (usage.completion_tokens - 1) / (ended - first_token_at)
-                )
+                rate = (usage.completion_tokens - 1) / (ended - first_token_at)
+                series.tokens_per_second.observe(rate)
+                self.tps = round(rate, 2)
         await self._end(resp.status, b"")
