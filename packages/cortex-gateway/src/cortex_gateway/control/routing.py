@@ -132,7 +132,7 @@ class Router:
             CortexError: no node can serve it; the load's error when a load failed; 429 when
                 its queue is full; 503 when it waited for room too long.
         """
-        return await self._serve(self._ask(model_id, exclude=exclude))
+        return await self._serve(self._ask(model_id, exclude=exclude, need=False))
 
     def forget(self, target: Target, model_id: str) -> None:
         """The target's neuron answered ``model_not_loaded``: stop sending it there."""
@@ -212,10 +212,12 @@ class Router:
         node: str | None = None,
         exclude: frozenset[str] = frozenset(),
         force: bool = False,
+        need: bool = True,
     ) -> Ask:
+        """The ask for ``model_id``; without ``need`` its footprint is left for later."""
         return Ask(
             model_id,
-            self.need(model_id),
+            self.need(model_id) if need else Need(),
             node=node,
             exclude=exclude,
             force=force,
@@ -231,8 +233,9 @@ class Router:
             )
 
     async def _serve(self, ask: Ask, *, wait: bool = True) -> Target:
+        # The common case first, and cheaply: a loaded replica reads no memory and no queue.
         decision = decide(self.snapshot(only=ask.model), ask)
-        if isinstance(decision, Use):  # the common case, and no queue for it
+        if isinstance(decision, Use):
             try:
                 node = self._by_name[decision.node]
                 return Target(node, await self._lifecycle.endpoint(node, ask.model))

@@ -166,7 +166,8 @@ class Node:
         """This node as placement sees it.
 
         ``loading``: this gateway's loads under way here; ``waiting``: its queue, per model;
-        ``only``: that model's state alone (all a decision to send it to a replica reads).
+        ``only``: that model's state alone, and no devices (all a decision to send it to a
+        loaded replica reads).
         """
         models = {}
         residents: Iterable[tuple[str, Resident]] = self.residents.items()
@@ -197,12 +198,12 @@ class Node:
             up=self.up,
             draining=self.shutting_down,
             cordoned=self.cordoned,
-            devices=tuple(self.rooms()),
+            devices=tuple(self.rooms()) if only is None else (),
             models=models,
             claims=tuple(
                 LoadClaim(r.devices, r.mb_per_device)
                 for r in self.reservations
-                if r.done_at is None
+                if r.done_at is None and only is None
             ),
         )
 
