@@ -22,6 +22,7 @@ from cortex_gateway.inference.anthropic.call import AnthropicCall
 from cortex_gateway.inference.anthropic.count import count_tokens
 from cortex_gateway.inference.exchange import InferenceEndpoint
 from cortex_gateway.inference.openai import OpenAICall
+from cortex_gateway.inference.responses import ResponsesCall
 
 __all__ = [
     "ADMIN_BODY_LIMIT",
@@ -164,6 +165,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/chat/completions", _openai("/v1/chat/completions"), methods=["POST"]),
         Route("/v1/messages", InferenceEndpoint(AnthropicCall), methods=["POST"]),
         Route("/v1/completions", _openai("/v1/completions"), methods=["POST"]),
+        Route("/v1/responses", InferenceEndpoint(ResponsesCall), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/", health, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from cortex_core import codec
+from cortex_core.asgi import responses_error_event
 from cortex_core.errors import CortexError, InvalidRequestError
 
 __all__ = ["Sequenced", "check"]
@@ -67,11 +68,4 @@ class Sequenced:
 
     def error_event(self, exc: CortexError) -> bytes:
         """The event that ends the stream with ``exc``."""
-        body = {
-            "type": "error",
-            "code": exc.code,
-            "message": exc.message,
-            "param": exc.param,
-            "sequence_number": self._sent,
-        }
-        return b"event: error\ndata: " + codec.encode(body) + b"\n\n"
+        return responses_error_event(exc, self._sent)
