@@ -4,10 +4,11 @@ As the real neuron on its fake engine answers: ``tok0 tok1 …`` (``max_output_t
 else the fake's ``chunks``), usage with :data:`~cortex_gateway.testing.replies.PROMPT_TOKENS`
 input tokens, and a stream of typed events, ``response.created`` first and
 ``response.completed`` last, each with its ``sequence_number``. ``previous_response_id`` is
-refused with a 400 naming it. The fake's knobs apply: ``infer_error``, ``chunk_interval``,
-``die_after`` (delta events sent before the connection is cut), ``send_done`` (whether
-``response.completed`` is sent), ``races``, draining and admission. An
-aborted stream ends with the Responses ``error`` event. Tests and benchmarks only.
+refused with a 400 naming it. The fake's knobs apply: ``latency`` (keep-alive comments
+meanwhile), ``infer_error``, ``chunk_interval``, ``die_after`` (delta events sent before the
+connection is cut), ``send_done`` (whether ``response.completed`` is sent), ``races``,
+draining and admission. An aborted stream ends with the Responses ``error`` event. Tests
+and benchmarks only.
 """
 
 import asyncio
@@ -22,7 +23,8 @@ from cortex_core import encode
 from cortex_core.asgi import responses_error_event
 from cortex_core.errors import InvalidRequestError, ShuttingDownError
 from cortex_core.ids import check_model_id
-from cortex_gateway.testing import envelopes
+from cortex_gateway.testing import envelopes, replies
+from cortex_gateway.testing.models import Admitted
 from cortex_gateway.testing.replies import PROMPT_TOKENS
 
 if TYPE_CHECKING:
@@ -96,6 +98,8 @@ async def serve(neuron: "FakeNeuron", request: web.Request, body: bytes) -> web.
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         number = 0
+        if await _prefill(neuron, response, admitted):
+            return await _aborted(response, admitted, number)
         await response.write(
             _event(number, "response.created", response=_response(req, 0, done=False))
         )
@@ -103,10 +107,7 @@ async def serve(neuron: "FakeNeuron", request: web.Request, body: bytes) -> web.
             if await neuron._cut(request, i, admitted):
                 return response
             if await neuron._pause(admitted, neuron.chunk_interval):
-                assert admitted.error is not None
-                await response.write(responses_error_event(admitted.error, number + 1))
-                await response.write_eof()
-                return response
+                return await _aborted(response, admitted, number + 1)
             number += 1
             if i < tokens:
                 where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
@@ -125,3 +126,26 @@ async def serve(neuron: "FakeNeuron", request: web.Request, body: bytes) -> web.
     finally:
         model.admitted.discard(admitted)
         model.last_used = time.time()
+
+
+async def _prefill(neuron: "FakeNeuron", response: web.StreamResponse, admitted: Admitted) -> bool:
+    """Wait ``latency`` (a comment every ``keepalive_s``); whether it was aborted meanwhile."""
+    waited = 0.0
+    while waited < neuron.latency:
+        step = min(neuron.keepalive_s, neuron.latency - waited)
+        if await neuron._pause(admitted, step):
+            return True
+        waited += step
+        if waited < neuron.latency:
+            await response.write(replies.KEEPALIVE)
+    return False
+
+
+async def _aborted(
+    response: web.StreamResponse, admitted: Admitted, number: int
+) -> web.StreamResponse:
+    """End an aborted stream as the real neuron does: the Responses ``error`` event."""
+    assert admitted.error is not None
+    await response.write(responses_error_event(admitted.error, number))
+    await response.write_eof()
+    return response
