@@ -9,6 +9,7 @@ import pytest
 
 from cortex_core.errors import EngineFailedError
 from cortex_neuron.engine.fake import FakeStarter
+from cortex_neuron.responses import Sequenced
 
 
 @pytest.fixture
@@ -153,3 +154,23 @@ async def test_a_failure_mid_stream_is_a_responses_error_event(make_neuron):
         assert "data: [DONE]" not in lines
         text = (await neuron.http.get("/metrics")).text
         assert 'neuron_requests_total{model="org/alpha",route="responses",status="503"} 1.0' in text
+
+
+async def test_a_sequenced_stream_closes_what_cannot_be_closed_and_numbers_its_end():
+    class Events:
+        def __init__(self) -> None:
+            self.left = [b"event: a\n\n", b"event: b\n\n"]
+
+        def __aiter__(self) -> "Events":
+            return self
+
+        async def __anext__(self) -> bytes:
+            if not self.left:
+                raise StopAsyncIteration
+            return self.left.pop(0)
+
+    events = Sequenced(Events())
+    assert [event async for event in events] == [b"event: a\n\n", b"event: b\n\n"]
+    await events.aclose()  # no aclose to call: nothing happens
+    end = events.error_event(EngineFailedError("gone"))
+    assert json.loads(end.split(b"data: ", 1)[1])["sequence_number"] == 2
