@@ -547,12 +547,18 @@ def test_responses_client_that_leaves_mid_stream_aborts_the_request(
         "stream": True,
     }
     with neuron.http.stream("POST", "/v1/responses", json=body) as response:
-        for line in response.iter_lines():
-            if "response.output_text.delta" in line:
-                break
-        assert neuron.metric("neuron_engine_unfinished_requests", B) == 1
+        first = next(line for line in response.iter_lines() if line and line[0] != ":")
+        assert first == "event: response.created"
+        # vLLM adds the request to the engine once its event generator runs, and B's tool
+        # parser may hold text back: wait for the engine to hold the request, not for a delta
+        deadline = time.monotonic() + 30
+        while neuron.metric("neuron_engine_unfinished_requests", B) != 1:
+            assert time.monotonic() < deadline, "the engine never held the request"
+            time.sleep(0.05)
     deadline = time.monotonic() + 5
     while neuron.metric("neuron_engine_unfinished_requests", B) != 0:
         assert time.monotonic() < deadline, "vLLM kept the request after the client left"
         time.sleep(0.05)
     assert all(m["in_flight"] == 0 for m in neuron.http.get("/health").json()["models"])
+    text = neuron.http.get("/metrics").text
+    assert f'neuron_requests_total{{model="{B}",route="responses",status="499"}} 1.0' in text
