@@ -545,6 +545,13 @@ def test_responses_stream_with_a_tool_parser(neuron: Neuron, model_b: str) -> No
     assert kinds[-1] == "response.completed", lines[-1]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11, open: at the first response.output_text.delta the engine already holds "
+    "no request (neuron_engine_unfinished_requests == 0) although 8,092 tokens were asked "
+    "for; whether vLLM's Responses layer ends the generation early or the count misses it is "
+    "not yet known (the fake-engine and gateway tests of the abort pass)",
+)
 def test_responses_client_that_leaves_mid_stream_aborts_the_request(neuron: Neuron) -> None:
     # B with its long context and no tool parser (a parser may hold text back); unloaded after,
     # so that `model_b` loads it with its own spec again
