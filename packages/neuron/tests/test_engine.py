@@ -558,27 +558,29 @@ def test_responses_client_that_leaves_mid_stream_aborts_the_request(neuron: Neur
     unload(neuron, B)
     spec = {**b_spec(), "tool_call_parser": None}
     assert load(neuron, B, **spec).status_code == 200
-    body = {
-        "model": B,
-        "input": "hi",
-        "max_output_tokens": LONG - 100,
-        "ignore_eos": True,
-        "stream": True,
-    }
-    seen: list[str] = []
-    with neuron.http.stream("POST", "/v1/responses", json=body) as response:
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                seen.append(line.removeprefix("event: "))
-            if "response.output_text.delta" in seen:
-                break
-        held = neuron.metric("neuron_engine_unfinished_requests", B)
-    assert held == 1, f"events {seen[:8]}…{seen[-3:]} ({len(seen)})"
-    deadline = time.monotonic() + 5
-    while neuron.metric("neuron_engine_unfinished_requests", B) != 0:
-        assert time.monotonic() < deadline, "vLLM kept the request after the client left"
-        time.sleep(0.05)
-    assert all(m["in_flight"] == 0 for m in neuron.http.get("/health").json()["models"])
-    text = neuron.http.get("/metrics").text
-    assert f'neuron_requests_total{{model="{B}",route="responses",status="499"}} 1.0' in text
-    unload(neuron, B)
+    try:
+        body = {
+            "model": B,
+            "input": "hi",
+            "max_output_tokens": LONG - 100,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        seen: list[str] = []
+        with neuron.http.stream("POST", "/v1/responses", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    seen.append(line.removeprefix("event: "))
+                if "response.output_text.delta" in seen:
+                    break
+            held = neuron.metric("neuron_engine_unfinished_requests", B)
+        assert held == 1, f"events {seen[:8]}…{seen[-3:]} ({len(seen)})"
+        deadline = time.monotonic() + 5
+        while neuron.metric("neuron_engine_unfinished_requests", B) != 0:
+            assert time.monotonic() < deadline, "vLLM kept the request after the client left"
+            time.sleep(0.05)
+        assert all(m["in_flight"] == 0 for m in neuron.http.get("/health").json()["models"])
+        text = neuron.http.get("/metrics").text
+        assert f'neuron_requests_total{{model="{B}",route="responses",status="499"}} 1.0' in text
+    finally:
+        unload(neuron, B)
