@@ -110,7 +110,11 @@ PACKAGES = {
             ("cortex-core",),
             90,
             ("neuron",),
-            ("*/cortex_neuron/engine/vllm.py", "*/cortex_neuron/tiny/*"),
+            (
+                "*/cortex_neuron/engine/vllm.py",
+                "*/cortex_neuron/engine/vllm_responses.py",
+                "*/cortex_neuron/tiny/*",
+            ),
         ),
         Package(
             "cortex-cli",
@@ -142,6 +146,7 @@ TEST_TOOLS = (
 COVERAGE_DOUBLES = (
     "*/cortex_gateway/testing/*",
     "*/cortex_neuron/engine/fake.py",
+    "*/cortex_neuron/engine/fake_responses.py",
     "*/cortex_neuron/testing.py",
 )
 BROKEN_BESIDE_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec", "triton")

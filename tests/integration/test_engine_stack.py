@@ -165,3 +165,29 @@ def test_the_anthropic_sdk_through_the_stack(stack: Stack) -> None:
     assert streamed.usage.input_tokens > 0
     assert counted.model_extra == {}  # exact: the model is loaded
     assert counted.input_tokens == reply.usage.input_tokens  # the same chat template, counted
+
+
+def test_responses_through_the_stack(stack: Stack) -> None:
+    with openai.OpenAI(
+        base_url=f"{stack.url}/v1", api_key="x", max_retries=0, timeout=600
+    ) as client:
+        reply = client.responses.create(
+            model="tiny", input="hello", instructions="Be brief.", max_output_tokens=8
+        )
+        stream = client.responses.create(
+            model=MODEL,
+            input="hello",
+            max_output_tokens=16,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        events = list(stream)
+    assert reply.usage is not None
+    assert 0 < reply.usage.output_tokens <= 8
+    assert reply.usage.input_tokens > 0
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.completed"
+    assert sum(1 for e in events if e.type == "response.output_text.delta") >= 8
+    final = events[-1].response
+    assert final.usage is not None
+    assert final.usage.output_tokens == 16

@@ -1,6 +1,7 @@
 """The gateway in front of the real neuron code (its fake engine), both in this process: the
 contract of DESIGN §3 as the two actually speak it, without vLLM."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -130,3 +131,61 @@ async def test_anthropic_messages_and_an_exact_count_through_the_neuron(neuron):
     assert streamed.usage.input_tokens == reply.usage.input_tokens > 0
     assert counted.model_extra == {}  # exact, from the neuron's /tokenize
     assert counted.input_tokens > 0
+
+
+async def test_responses_through_the_gateway_and_the_neuron(neuron):
+    url, _, starter = neuron
+    async with (
+        running_gateway(gateway_config(url), MODELS) as gateway,
+        openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0) as client,
+    ):
+        reply = await client.responses.create(
+            model="tiny", input="hi", instructions="be brief", max_output_tokens=3
+        )
+        stream = await client.responses.create(
+            model="org/tiny", input="hi", max_output_tokens=4, stream=True
+        )
+        events = [event async for event in stream]
+        samples = await scrape(gateway.metrics_url)
+    assert reply.output_text == "tok0 tok1 tok2 "
+    assert reply.instructions == "be brief"
+    assert reply.usage is not None
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (
+        11,
+        3,
+    )  # (1 + 4) + (2 + 4) words
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.completed"
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert deltas == ["tok0 ", "tok1 ", "tok2 ", "tok3 "]
+    series = frozenset({("model", "org/tiny"), ("node", "box")})
+    assert samples[("cortex_completion_tokens_total", series)] == 3 + 4
+    assert samples[("cortex_time_to_first_token_seconds_count", series)] == 1
+    assert [plan.model_id for plan in starter.plans] == ["org/tiny"]  # loaded on demand
+
+
+async def test_a_responses_client_that_leaves_aborts_the_engines_request(tmp_path):
+    fake_model(tmp_path, "org/tiny")
+    options = VllmOptions(model_dirs=(str(tmp_path),), cpu_memory_mb=1000)
+    starter = FakeStarter(token_delay=0.05)
+    ctx = build_context(NeuronConfig(harness=HarnessOptions(vllm=options)), starter, nvml=NoGpu())
+    async with (
+        serving(create_app(ctx)) as url,
+        running_gateway(gateway_config(url), MODELS) as gateway,
+        openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0) as client,
+    ):
+        stream = await client.responses.create(
+            model="tiny", input="hi", max_output_tokens=200, stream=True
+        )
+        async for event in stream:
+            if event.type == "response.output_text.delta":
+                break
+        engine = starter.engines["org/tiny"]
+        assert engine.running
+        await stream.close()
+        for _ in range(250):
+            if not engine.running:
+                break
+            await asyncio.sleep(0.02)
+        assert not engine.running
+        assert ctx.lifecycle.activity()[0].in_flight == 0

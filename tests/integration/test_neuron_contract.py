@@ -310,3 +310,54 @@ async def test_a_draining_neuron_refuses_loads_and_inference_with_503(target):
     infer = await target.http.post("/v1/chat/completions", json=chat())
     assert_error(infer, 503, "shutting_down")
     await drain
+
+
+def respond(model_id: str = "org/a", **extra: Any) -> dict[str, Any]:
+    return {"model": model_id, "input": "hi", "max_output_tokens": 3, **extra}
+
+
+def typed_events(lines: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+
+
+async def test_responses_answer_and_stream_alike(target):
+    await target.http.post("/models/load", json={"model_id": "org/a"})
+    whole = await target.http.post("/v1/responses", json=respond())
+    assert whole.status_code == 200
+    body = whole.json()
+    assert (body["object"], body["status"]) == ("response", "completed")
+    assert body["usage"]["output_tokens"] == 3
+    assert body["usage"]["input_tokens"] > 0
+    assert body["output"][0]["content"][0]["text"] == "tok0 tok1 tok2 "
+    async with target.http.stream("POST", "/v1/responses", json=respond(stream=True)) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = [line async for line in stream.aiter_lines() if line]
+    events = typed_events(lines)
+    assert events[0]["type"] == "response.created"
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["usage"]["output_tokens"] == 3
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas == ["tok0 ", "tok1 ", "tok2 "]
+    numbers = [e["sequence_number"] for e in events]
+    assert numbers == sorted(set(numbers))
+    assert "data: [DONE]" not in lines
+    refused = await target.http.post("/v1/responses", json=respond(previous_response_id="r"))
+    assert assert_error(refused, 400, "invalid_request")["param"] == "previous_response_id"
+    assert_error(
+        await target.http.post("/v1/responses", json=respond("org/b")), 404, "model_not_loaded"
+    )
+
+
+async def test_a_forced_unload_ends_a_responses_stream_with_its_error_event(target):
+    target.slow_answers(30)
+    await target.http.post("/models/load", json={"model_id": "org/a"})
+    async with target.http.stream("POST", "/v1/responses", json=respond(stream=True)) as stream:
+        await running(target, 1, 0)
+        forced = await target.http.post("/models/unload", json={"model_id": "org/a", "force": True})
+        assert forced.status_code == 200
+        lines = [line async for line in stream.aiter_lines() if line]
+    assert "event: error" in lines
+    last = typed_events(lines)[-1]
+    assert (last["type"], last["code"]) == ("error", "service_unavailable")
+    assert isinstance(last["sequence_number"], int)
+    assert "data: [DONE]" not in lines

@@ -1,6 +1,7 @@
 """The server parts both daemons share: request ids, access log, errors, keys, SSE, serving."""
 
 import asyncio
+import json
 import logging
 import socket
 from typing import Any
@@ -191,6 +192,20 @@ def test_a_failed_stream_ends_with_the_error_then_done():
     assert event.startswith(b'data: {"error":{"message":"later"')
     assert event.endswith(b"\n\n" + asgi.DONE)
     assert asgi.DONE == b"data: [DONE]\n\n"
+
+
+def test_a_failed_responses_stream_ends_with_a_typed_error_event():
+    event = asgi.responses_error_event(RateLimitError("later", param="model"), 7)
+    kind, data = event.split(b"\n", 1)
+    assert kind == b"event: error"
+    assert data.endswith(b"\n\n")
+    assert json.loads(data.removeprefix(b"data: ")) == {
+        "type": "error",
+        "code": "rate_limit_exceeded",
+        "message": "later",
+        "param": "model",
+        "sequence_number": 7,
+    }
 
 
 def test_listen_binds_a_free_port_and_names_a_busy_one():

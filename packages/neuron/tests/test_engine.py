@@ -502,3 +502,85 @@ def test_sigterm_during_a_stream(model_dir: Path, tmp_path: Path, to_the_group: 
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engines)
     finally:
         neuron.close()
+
+
+def test_responses_create_and_stream(neuron: Neuron, model_a: str) -> None:
+    reply = neuron.sdk.responses.create(
+        model=A, input="hello", instructions="Be brief.", max_output_tokens=8
+    )
+    assert reply.usage is not None
+    assert 0 < reply.usage.output_tokens <= 8
+    assert reply.usage.input_tokens > 0
+    assert isinstance(reply.output_text, str)
+    stream = neuron.sdk.responses.create(
+        model=A, input="hello", max_output_tokens=16, stream=True, extra_body={"ignore_eos": True}
+    )
+    events = list(stream)
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.completed"
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert len(deltas) >= 8
+    assert [e.sequence_number for e in events] == sorted(e.sequence_number for e in events)
+    final = events[-1].response
+    assert final.usage is not None
+    assert final.usage.output_tokens == 16
+    assert final.output_text == "".join(e.delta for e in deltas)
+    text = neuron.http.get("/metrics").text
+    assert f'neuron_requests_total{{model="{A}",route="responses",status="200"}}' in text
+
+
+def test_responses_previous_response_id_is_refused(neuron: Neuron, model_a: str) -> None:
+    body = {"model": A, "input": "hello", "previous_response_id": "resp_0"}
+    answer = neuron.http.post("/v1/responses", json=body)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "previous_response_id"
+
+
+def test_responses_stream_with_a_tool_parser(neuron: Neuron, model_b: str) -> None:
+    body = {"model": B, "input": "hi", "max_output_tokens": 16, "ignore_eos": True, "stream": True}
+    with neuron.http.stream("POST", "/v1/responses", json=body) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    kinds = [json.loads(line.removeprefix("data: "))["type"] for line in lines]
+    assert kinds[0] == "response.created", lines[-1]
+    assert kinds[-1] == "response.completed", lines[-1]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11, open: at the first response.output_text.delta the engine already holds "
+    "no request (neuron_engine_unfinished_requests == 0) although 8,092 tokens were asked "
+    "for; whether vLLM's Responses layer ends the generation early or the count misses it is "
+    "not yet known (the fake-engine and gateway tests of the abort pass)",
+)
+def test_responses_client_that_leaves_mid_stream_aborts_the_request(neuron: Neuron) -> None:
+    # B with its long context and no tool parser (a parser may hold text back); unloaded after,
+    # so that `model_b` loads it with its own spec again
+    unload(neuron, B)
+    spec = {**b_spec(), "tool_call_parser": None}
+    assert load(neuron, B, **spec).status_code == 200
+    try:
+        body = {
+            "model": B,
+            "input": "hi",
+            "max_output_tokens": LONG - 100,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        seen: list[str] = []
+        with neuron.http.stream("POST", "/v1/responses", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    seen.append(line.removeprefix("event: "))
+                if "response.output_text.delta" in seen:
+                    break
+            held = neuron.metric("neuron_engine_unfinished_requests", B)
+        assert held == 1, f"events {seen[:8]}…{seen[-3:]} ({len(seen)})"
+        deadline = time.monotonic() + 5
+        while neuron.metric("neuron_engine_unfinished_requests", B) != 0:
+            assert time.monotonic() < deadline, "vLLM kept the request after the client left"
+            time.sleep(0.05)
+        assert all(m["in_flight"] == 0 for m in neuron.http.get("/health").json()["models"])
+        text = neuron.http.get("/metrics").text
+        assert f'neuron_requests_total{{model="{B}",route="responses",status="499"}} 1.0' in text
+    finally:
+        unload(neuron, B)

@@ -22,6 +22,7 @@ from cortex_gateway.inference.anthropic.call import AnthropicCall
 from cortex_gateway.inference.anthropic.count import count_tokens
 from cortex_gateway.inference.exchange import InferenceEndpoint
 from cortex_gateway.inference.openai import OpenAICall
+from cortex_gateway.inference.responses import ResponsesCall
 from cortex_gateway.web.page import ui, ui_state, ui_static
 
 __all__ = [
@@ -165,6 +166,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/chat/completions", _openai("/v1/chat/completions"), methods=["POST"]),
         Route("/v1/messages", InferenceEndpoint(AnthropicCall, "anthropic"), methods=["POST"]),
         Route("/v1/completions", _openai("/v1/completions"), methods=["POST"]),
+        Route("/v1/responses", InferenceEndpoint(ResponsesCall, "responses"), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/", health, methods=["GET"]),
         Route("/health", health, methods=["GET"]),

@@ -86,6 +86,7 @@ def create_app(ctx: AppContext) -> Starlette:
         Route("/v1/models", inference.list_models),
         Route("/v1/chat/completions", inference.chat_completions, methods=["POST"]),
         Route("/v1/completions", inference.completions, methods=["POST"]),
+        Route("/v1/responses", inference.responses, methods=["POST"]),
         Route("/metrics", _Exposition(ctx.metrics.registry), methods=["GET"]),
     ]
     middleware = [

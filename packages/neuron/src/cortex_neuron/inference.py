@@ -1,10 +1,11 @@
-"""OpenAI inference on the loaded models: chat, completions, tokenize, the model list.
+"""OpenAI inference on the loaded models: chat, completions, Responses, tokenize, the model list.
 
 The body goes to the engine as the client sent it; the neuron reads only ``model`` to find the
 engine. Each request is admitted (or refused with 429) before it reaches the engine, and holds
 its admission until its answer has ended.
 """
 
+import functools
 import logging
 import time
 
@@ -18,11 +19,12 @@ from cortex_core.logging import request_id
 from cortex_core.wire.control import TokenizeRequest, TokenizeResponse
 from cortex_core.wire.inference import InferenceRequest
 from cortex_core.wire.models import ModelCard, ModelList
+from cortex_neuron import responses as responses_api
 from cortex_neuron.context import AppContext, context
 from cortex_neuron.control import json_response
 from cortex_neuron.streaming import CLIENT_GONE, ClientGoneError, EventStream, until_done
 
-__all__ = ["chat_completions", "completions", "list_models", "tokenize"]
+__all__ = ["chat_completions", "completions", "list_models", "responses", "tokenize"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,11 @@ async def chat_completions(request: Request) -> Response | EventStream:
 async def completions(request: Request) -> Response | EventStream:
     """``POST /v1/completions``."""
     return await _infer(request, "completion")
+
+
+async def responses(request: Request) -> Response | EventStream:
+    """``POST /v1/responses`` (``previous_response_id`` is refused: see :mod:`.responses`)."""
+    return await _infer(request, "responses")
 
 
 async def tokenize(request: Request) -> Response:
@@ -63,6 +70,8 @@ async def _infer(request: Request, route: str) -> Response | EventStream:
     ctx = context(request)
     body = await request.body()
     model = check_model_id(codec.decode(body, InferenceRequest).model)
+    if route == "responses":
+        responses_api.check(body)
     if ctx.lifecycle.draining:
         raise ShuttingDownError("the neuron is shutting down", retry_after=5)
     state = ctx.lifecycle.serving(model)
@@ -74,7 +83,10 @@ async def _infer(request: Request, route: str) -> Response | EventStream:
         reason = "queue_full" if isinstance(exc, RateLimitError) else exc.code
         ctx.metrics.rejections.labels(model, reason).inc()
         raise
-    call = state.engine.chat if route == "chat" else state.engine.completion
+    engine = state.engine
+    call = {"chat": engine.chat, "completion": engine.completion, "responses": engine.responses}[
+        route
+    ]
     started = time.monotonic()
     try:
         answer = await until_done(request, call(body, request_id.get()), ticket)
@@ -94,7 +106,11 @@ async def _infer(request: Request, route: str) -> Response | EventStream:
         _count(ctx, model, route, 200)
         logger.debug("%s answered in %.3f s", route, time.monotonic() - started)
         return Response(answer, media_type="application/json")
-    return EventStream(answer, ticket, lambda status: _count(ctx, model, route, status))
+    on_end = functools.partial(_count, ctx, model, route)
+    if route == "responses":
+        events = responses_api.Sequenced(answer)
+        return EventStream(events, ticket, on_end, ending=events.error_event)
+    return EventStream(answer, ticket, on_end)
 
 
 def _count(ctx: AppContext, model: str, route: str, status: int) -> None:

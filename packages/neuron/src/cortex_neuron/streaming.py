@@ -6,7 +6,8 @@
 - A client that goes away cancels the engine call, streaming or not: the engine aborts the
   request.
 - A request that is aborted (forced unload, dead engine, shutdown) or fails after its stream
-  started ends with an error event and ``data: [DONE]``; never a silent truncation.
+  started ends with an error event (chat's: the envelope and ``data: [DONE]``; a route may
+  give its own, as Responses does); never a silent truncation.
 - The request's admission ticket is released when its response has ended, however it ends,
   and how it ended is reported: the status it would have had (200, 499 for a client that went
   away, the error's status).
@@ -78,8 +79,10 @@ class EventStream:
         ticket: Ticket,
         on_end: Callable[[int], None],
         keepalive_s: float = 1.0,
+        ending: Callable[[CortexError], bytes] = error_event,
     ) -> None:
         self._chunks = chunks
+        self._ending = ending
         self._ticket = ticket
         self._on_end = on_end
         self._keepalive_s = keepalive_s
@@ -99,7 +102,7 @@ class EventStream:
                 await asyncio.gather(pump, return_exceptions=True)
                 assert self._ticket.abort_error is not None
                 status = self._ticket.abort_error.status_code
-                await _end(send, self._ticket.abort_error)
+                await self._end(send, self._ticket.abort_error)
             else:
                 logger.info("client went away; request aborted")
         finally:
@@ -118,15 +121,20 @@ class EventStream:
                 async for event in events:
                     await send({"type": "http.response.body", "body": event, "more_body": True})
         except CortexError as exc:
-            await _end(send, exc)
+            await self._end(send, exc)
             return exc.status_code
         except Exception as exc:  # any failure must reach the client as an event
             logger.exception("the engine failed mid-stream")
             error = EngineError(f"the engine failed: {type(exc).__name__}")
-            await _end(send, error)
+            await self._end(send, error)
             return error.status_code
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 200
+
+    async def _end(self, send: Send, exc: CortexError) -> None:
+        """End a started stream with ``exc`` as the route's error event."""
+        await send({"type": "http.response.body", "body": self._ending(exc), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _events(self) -> AsyncGenerator[bytes, None]:
         # Until the first event (the prefill) a comment keeps the line alive every second; after
@@ -146,12 +154,6 @@ class EventStream:
             return
         async for chunk in chunks:
             yield chunk
-
-
-async def _end(send: Send, exc: CortexError) -> None:
-    """End a started stream with ``exc`` as an error event, then ``data: [DONE]``."""
-    await send({"type": "http.response.body", "body": error_event(exc), "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _close(chunks: Any) -> None:

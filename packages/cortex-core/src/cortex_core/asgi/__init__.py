@@ -19,7 +19,7 @@ from cortex_core.asgi.answers import (
 )
 from cortex_core.asgi.credentials import key_among, presented_key
 from cortex_core.asgi.middleware import RequestContextMiddleware
-from cortex_core.asgi.sse import DONE, error_event
+from cortex_core.asgi.sse import DONE, error_event, responses_error_event
 
 __all__ = [
     "DONE",
@@ -31,5 +31,6 @@ __all__ = [
     "openai_error",
     "presented_key",
     "refuse_unread",
+    "responses_error_event",
     "send_error",
 ]

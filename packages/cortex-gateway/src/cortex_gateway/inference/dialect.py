@@ -1,9 +1,10 @@
 """What a dialect gives the neutral exchange: one :class:`Call` per request.
 
-A dialect (OpenAI now; Anthropic Messages and OpenAI Responses next) turns a client's body into
-a :class:`Call`: the model it names, whether it streams, the neuron route and body, and how the
-neuron's answers (an error, a whole answer, a stream) go back to the client in the client's
-own terms. Which error envelope a path speaks is :func:`cortex_gateway.errors.error_body`'s.
+A dialect (OpenAI chat and completions, Anthropic Messages, OpenAI Responses) turns a client's
+body into a :class:`Call`: the model it names, whether it streams, the neuron route and body,
+and how the neuron's answers (an error, a whole answer, a stream) go back to the client in the
+client's own terms. Which error envelope a path speaks is
+:func:`cortex_gateway.errors.error_body`'s.
 """
 
 from collections.abc import Callable
@@ -33,6 +34,8 @@ class Relay(Protocol):
 
     usage: Usage | None
     """The token counts the stream reported, once it has."""
+    end: str
+    """What the stream's proper end is, for the error when it is cut (``data: [DONE]``)."""
 
     @property
     def done(self) -> bool:

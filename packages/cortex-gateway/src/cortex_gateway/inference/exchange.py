@@ -265,7 +265,7 @@ class _Exchange:
                 await relay.feed(chunk)
             await relay.finish()
             if not relay.done:
-                raise UpstreamError(f"neuron {node} ended the stream before data: [DONE]")
+                raise UpstreamError(f"neuron {node} ended the stream before {relay.end}")
         except CortexError as exc:
             series.failed(exc.code)
             await relay.fail(exc)

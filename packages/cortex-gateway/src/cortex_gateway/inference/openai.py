@@ -27,7 +27,7 @@ from cortex_core.wire.inference import InferenceRequest, Usage, UsageReport
 from cortex_gateway.inference.dialect import Answer
 from cortex_gateway.upstream import Refusal
 
-__all__ = ["OpenAICall", "StreamRelay", "edit_body"]
+__all__ = ["OpenAICall", "StreamRelay", "edit_body", "json_answer", "with_model"]
 
 _EVENT = re.compile(rb"(.*?)\r?\n\r?\n", re.DOTALL)
 
@@ -48,22 +48,28 @@ def _add_member(body: bytes, member: bytes) -> bytes:
     return body[:end] + b"," + member + body[end:]
 
 
+def with_model(body: bytes, named: str, model_id: str) -> bytes:
+    """``body`` naming ``model_id`` where the client named ``named`` (an alias)."""
+    if named == model_id:
+        return body
+    member = b'"model":' + encode(model_id)
+    found = list(_model_member(named).finditer(body))
+    if len(found) == 1:  # only the top-level key can be it: splice in place
+        return body[: found[0].start()] + member + body[found[0].end() :]
+    return _add_member(body, member)
+
+
 def edit_body(body: bytes, request: InferenceRequest, model_id: str) -> bytes:
     """``body`` with DESIGN §4's edits: the model's id for an alias, usage asked of streams."""
-    if request.model != model_id:
-        member = b'"model":' + encode(model_id)
-        found = list(_model_member(request.model).finditer(body))
-        if len(found) == 1:  # only the top-level key can be it: splice in place
-            body = body[: found[0].start()] + member + body[found[0].end() :]
-        else:
-            body = _add_member(body, member)
+    body = with_model(body, request.model, model_id)
     if request.streaming and not request.wants_usage:
         options = decode(body, _StreamOptions).stream_options or {}
         body = _add_member(body, b'"stream_options":' + encode({**options, "include_usage": True}))
     return body
 
 
-def _json_answer(status: int, content_type: str, payload: bytes) -> Answer:
+def json_answer(status: int, content_type: str, payload: bytes) -> Answer:
+    """A whole JSON answer, as the neuron sent it."""
     headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(payload))]
     return Answer(status, headers, payload)
 
@@ -88,7 +94,7 @@ class OpenAICall:
 
     def refusal(self, refusal: Refusal) -> Answer:
         """The neuron's error answer, passed through unchanged (its ``Retry-After`` too)."""
-        answer = _json_answer(refusal.status, refusal.content_type, refusal.payload)
+        answer = json_answer(refusal.status, refusal.content_type, refusal.payload)
         answer.headers += [
             (k.lower().encode(), v.encode()) for k, v in refusal.error.headers.items()
         ]
@@ -100,7 +106,7 @@ class OpenAICall:
             usage = decode(payload, UsageReport).usage
         except InvalidRequestError:
             usage = None
-        return _json_answer(status, content_type, payload), usage
+        return json_answer(status, content_type, payload), usage
 
     def relay(self, send: Send, on_first_token: Callable[[], None]) -> "StreamRelay":
         """The relay of the neuron's stream to ``send``."""
@@ -174,6 +180,7 @@ class StreamRelay:
         self.usage: Usage | None = None
         self.done = False
         """Whether the last event forwarded was ``data: [DONE]``."""
+        self.end = "data: [DONE]"
 
     async def feed(self, data: bytes) -> None:
         """Take bytes from the neuron; forward every event they complete."""

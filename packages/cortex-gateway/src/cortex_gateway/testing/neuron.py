@@ -44,7 +44,7 @@ from cortex_core.wire.control import (
 )
 from cortex_core.wire.inference import StreamOptions
 from cortex_core.wire.models import ModelCard, ModelList
-from cortex_gateway.testing import envelopes, replies
+from cortex_gateway.testing import envelopes, replies, responses
 from cortex_gateway.testing.lifecycle import FakeLifecycle
 from cortex_gateway.testing.models import Admitted, FakeModel
 from cortex_gateway.testing.replies import PROMPT_TOKENS
@@ -174,6 +174,7 @@ class FakeNeuron(FakeLifecycle):
                 web.get("/metrics", self._metrics),
                 web.post("/v1/chat/completions", self._infer),
                 web.post("/v1/completions", self._infer),
+                web.post("/v1/responses", self._infer),  # testing/responses.py
             ]
         )
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -281,9 +282,14 @@ class FakeNeuron(FakeLifecycle):
             self.requests.append(Recorded(request.path, _lower(request.headers), body))
         req: _Request = envelopes.decode(body, _Request)
         model_id = check_model_id(req.model)
-        route = "chat" if request.path.endswith("/chat/completions") else "completion"
+        route = {"/v1/chat/completions": "chat", "/v1/responses": "responses"}.get(
+            request.path, "completion"
+        )
         try:
-            response = await self._answer(request, req, model_id)
+            if route == "responses":
+                response = await responses.serve(self, request, body)
+            else:
+                response = await self._answer(request, req, model_id)
         except CortexError as exc:
             self._requests_total.labels(model_id, route, str(exc.status_code)).inc()
             raise

@@ -1,9 +1,11 @@
 """The engine seam: what the neuron needs from an inference engine, at the OpenAI-serving level.
 
-An engine serves one model. It takes the raw body of an OpenAI chat or completions request and
-answers either a whole JSON response or a stream of SSE events (already framed, ending with
-``data: [DONE]``), so that the neuron reuses the engine's own serving layer (chat template, tool
-and reasoning parsers, logprobs, structured output, usage) rather than re-implementing it.
+An engine serves one model. It takes the raw body of an OpenAI chat, completions or Responses
+request and answers either a whole JSON response or a stream of SSE events (already framed:
+chat and completions end with ``data: [DONE]``; a Responses stream is typed ``event:`` events
+with a ``sequence_number``, ending with ``response.completed``), so that the neuron reuses
+the engine's own serving layer (chat template, tool and reasoning parsers, logprobs,
+structured output, usage) rather than re-implementing it.
 ``engine.vllm`` implements it with vLLM; ``engine.fake`` is the deterministic stand-in that fast
 tests run through the very same routes.
 
@@ -77,6 +79,10 @@ class Engine(Protocol):
 
     async def completion(self, body: bytes, request_id: str) -> Answer:
         """Answer a ``/v1/completions`` body."""
+        ...
+
+    async def responses(self, body: bytes, request_id: str) -> Answer:
+        """Answer a ``/v1/responses`` body (never one naming ``previous_response_id``)."""
         ...
 
     async def tokenize(self, request: TokenizeRequest) -> int:

@@ -22,6 +22,7 @@ from cortex_core.errors import (
 )
 from cortex_core.wire.control import TokenizeRequest
 from cortex_neuron.engine.base import Answer, EnginePlan, EngineStats
+from cortex_neuron.engine.fake_responses import ResponsesReply, input_words
 
 __all__ = ["FakeEngine", "FakeStarter"]
 
@@ -80,6 +81,14 @@ class FakeEngine:
         request = self._parse(body, "prompt")
         return await self._answer(request, request_id, _words(request["prompt"]), chat=False)
 
+    async def responses(self, body: bytes, request_id: str) -> Answer:
+        """An OpenAI Responses answer (``max_output_tokens`` words; ``instructions`` count)."""
+        request = self._parse(body, "input", limit="max_output_tokens")
+        prompt = input_words(request)
+        count = self._fit(prompt, request.get("max_output_tokens"))
+        reply = ResponsesReply(request, request_id, prompt, count)
+        return await self._run(request, reply, count)
+
     async def tokenize(self, request: TokenizeRequest) -> int:
         """Words, plus four per message."""
         if request.messages is not None:
@@ -97,21 +106,20 @@ class FakeEngine:
         """Nothing to stop but the flag."""
         self.shut_down = True
 
-    def _parse(self, body: bytes, field: str) -> dict[str, Any]:
+    def _parse(self, body: bytes, field: str, limit: str = "max_tokens") -> dict[str, Any]:
         try:
             request = json.loads(body)
         except ValueError as exc:
             raise InvalidRequestError(f"The body is not valid JSON: {exc}") from exc
         if not isinstance(request, dict) or field not in request:
             raise InvalidRequestError(f"`{field}` is required", param=field)
-        max_tokens = request.get("max_tokens")
+        max_tokens = request.get(limit)
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise InvalidRequestError("max_tokens must be at least 1", param="max_tokens")
+            raise InvalidRequestError(f"{limit} must be at least 1", param=limit)
         return request
 
-    async def _answer(
-        self, request: dict[str, Any], request_id: str, prompt: int, *, chat: bool
-    ) -> Answer:
+    def _fit(self, prompt: int, asked: int | None) -> int:
+        """How many tokens to answer: ``asked`` (else 16), lowered to the context left."""
         if self._dead is not None:
             raise EngineFailedError(f"the engine failed: {self._dead}")
         left = self.max_model_len - prompt
@@ -121,10 +129,20 @@ class FakeEngine:
                 f"your prompt contains {prompt} input tokens.",
                 param="input_tokens",
             )
-        count = min(request.get("max_tokens") or _DEFAULT_TOKENS, left)
+        return min(asked or _DEFAULT_TOKENS, left)
+
+    async def _answer(
+        self, request: dict[str, Any], request_id: str, prompt: int, *, chat: bool
+    ) -> Answer:
+        count = self._fit(prompt, request.get("max_tokens"))
         tool = _named_tool(request) if self.plan.tool_call_parser else None
         reply = _Reply(request, request_id, prompt, count, chat=chat, tool=tool)
-        self.running.add(request_id)
+        return await self._run(request, reply, count)
+
+    async def _run(
+        self, request: dict[str, Any], reply: "_Reply | ResponsesReply", count: int
+    ) -> Answer:
+        self.running.add(reply.request_id)
         if request.get("stream"):
             return self._stream(reply)
         try:
@@ -132,9 +150,9 @@ class FakeEngine:
             self._check()
             return reply.whole()
         finally:
-            self.running.discard(request_id)
+            self.running.discard(reply.request_id)
 
-    async def _stream(self, reply: "_Reply") -> AsyncIterator[bytes]:
+    async def _stream(self, reply: "_Reply | ResponsesReply") -> AsyncIterator[bytes]:
         try:
             await asyncio.sleep(self.first_token_delay)
             for event in reply.events():

@@ -15,6 +15,7 @@ here change between releases, and the engine-marked tests fail when an upgrade b
   (``memory_mb`` less the weights) on the CPU build, so that several models share a device.
 - ``max_tokens`` larger than the context left after the prompt is lowered to fit; a request with
   tools for a model without a tool parser is answered as text.
+- ``/v1/responses`` is vLLM's ``OpenAIServingResponses``, in :mod:`.vllm_responses`.
 - Cancelling a call, or closing its stream, aborts the request inside vLLM.
 """
 
@@ -47,6 +48,7 @@ from cortex_core.errors import (
 )
 from cortex_core.wire.control import TokenizeRequest
 from cortex_neuron.engine.base import Answer, EnginePlan, EngineStats
+from cortex_neuron.engine.vllm_responses import ResponsesServing
 
 __all__ = ["VllmEngine", "start"]
 
@@ -255,6 +257,7 @@ class VllmEngine:
         self._completion = v.OpenAIServingCompletion(
             llm, models, online_renderer=renderer, request_logger=None
         )
+        self._responses = ResponsesServing(llm, models, renderer, plan)
         self._tokenization = v.ServingTokenization(
             models, renderer, chat_template=template, chat_template_content_format="auto"
         )
@@ -280,6 +283,14 @@ class VllmEngine:
         """``/v1/completions`` through vLLM's ``OpenAIServingCompletion``."""
         request = self._parse(self._v.CompletionRequest, body, request_id)
         return await self._serve(self._completion.create_completion, request)
+
+    async def responses(self, body: bytes, request_id: str) -> Answer:
+        """``/v1/responses`` through vLLM's ``OpenAIServingResponses``."""
+        request = self._parse(self._responses.request_type, body, f"resp_{request_id}")
+        answer = await self._guarded(self._responses.create, request)
+        if isinstance(answer, self._v.ErrorResponse):
+            raise self._error(answer.error.model_dump())
+        return self._responses.answer(answer, self._error, self._v.EngineDeadError)
 
     async def tokenize(self, request: TokenizeRequest) -> int:
         """Count with vLLM's tokenizer and the model's chat template."""

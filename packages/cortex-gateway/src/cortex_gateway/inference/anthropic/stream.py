@@ -91,6 +91,7 @@ class AnthropicRelay:
         self._report: OpenAIUsage | None = None
         self.usage: OpenAIUsageCounts | None = None
         self.done = False
+        self.end = "data: [DONE]"  # the neuron's chat stream's, which this relay reads
 
     async def feed(self, data: bytes) -> None:
         """Take bytes from the neuron; send the events the complete ones make."""
