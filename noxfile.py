@@ -113,6 +113,7 @@ PACKAGES = {
             (
                 "*/cortex_neuron/engine/vllm.py",
                 "*/cortex_neuron/engine/vllm_responses.py",
+                "*/cortex_neuron/engine/processes.py",
                 "*/cortex_neuron/tiny/*",
             ),
         ),

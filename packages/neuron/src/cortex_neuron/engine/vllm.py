@@ -8,9 +8,9 @@ here change between releases, and the engine-marked tests fail when an upgrade b
 - Building an engine blocks for seconds to minutes (the engine core's handshake), so it runs in
   a worker thread, one at a time (device visibility is process-global). ``AsyncLLM`` binds its
   output handler to the event loop of its first request, which is the neuron's.
-- The engine's processes are started in a process group of their own, so that a Ctrl-C (a
-  SIGINT to the terminal's whole group) reaches the neuron only, which then drains and shuts the
-  engines down itself.
+- The engine's processes are started in a process group of their own (:mod:`.processes`), so
+  that a Ctrl-C (a SIGINT to the terminal's whole group) reaches the neuron only, which then
+  drains and shuts the engines down itself.
 - ``memory_mb`` becomes ``gpu_memory_utilization`` per device on a GPU, and the KV cache size
   (``memory_mb`` less the weights) on the CPU build, so that several models share a device.
 - ``max_tokens`` larger than the context left after the prompt is lowered to fit; a request with
@@ -24,7 +24,6 @@ import contextlib
 import functools
 import json
 import logging
-import multiprocessing.util
 import os
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -48,6 +47,7 @@ from cortex_core.errors import (
 )
 from cortex_core.wire.control import TokenizeRequest
 from cortex_neuron.engine.base import Answer, EnginePlan, EngineStats
+from cortex_neuron.engine.processes import alive, cmdline, own_process_group, reap
 from cortex_neuron.engine.vllm_responses import ResponsesServing
 
 __all__ = ["VllmEngine", "start"]
@@ -126,14 +126,14 @@ def _build(v: Any, plan: EnginePlan) -> tuple[Any, list[int]]:
         raise InvalidSpecError(f"vLLM refused the engine arguments: {exc}") from exc
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     try:
-        with _device_visibility(plan), _own_process_group():
+        with _device_visibility(plan), own_process_group():
             llm = v.AsyncLLM.from_engine_args(args)
     except Exception as exc:  # every failure becomes one of DESIGN §3's codes
         raise _load_error(exc) from exc
     pids = [
         p.pid
         for p in psutil.Process().children(recursive=True)
-        if p.pid not in before and "resource_tracker" not in " ".join(_cmdline(p))
+        if p.pid not in before and "resource_tracker" not in " ".join(cmdline(p))
     ]
     return llm, pids
 
@@ -176,28 +176,6 @@ def _device_visibility(plan: EnginePlan) -> Iterator[None]:
                 os.environ[key] = value
 
 
-@contextlib.contextmanager
-def _own_process_group() -> Iterator[None]:
-    """Spawn the engine's processes in a new process group (see the module's docstring)."""
-    original = multiprocessing.util.spawnv_passfds
-
-    def spawn(path: str, args: list[str], passfds: Any) -> int:
-        fds = sorted(set(map(int, passfds)))
-        for fd in fds:
-            os.set_inheritable(fd, True)
-        try:
-            return os.posix_spawn(path, args, os.environ, setpgroup=0)
-        finally:
-            for fd in fds:
-                os.set_inheritable(fd, False)
-
-    multiprocessing.util.spawnv_passfds = spawn  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        multiprocessing.util.spawnv_passfds = original
-
-
 def _load_error(exc: BaseException) -> CortexError:
     text = f"{type(exc).__name__}: {exc}"
     lowered = text.lower()
@@ -210,13 +188,6 @@ def _load_error(exc: BaseException) -> CortexError:
     ):
         return OutOfMemoryError(text)
     return LoadFailedError(text)
-
-
-def _cmdline(process: psutil.Process) -> list[str]:
-    try:
-        return list(process.cmdline())
-    except psutil.Error:
-        return []
 
 
 class VllmEngine:
@@ -309,7 +280,7 @@ class VllmEngine:
 
     def stats(self) -> EngineStats:
         """Dead when vLLM says so or one of the engine's processes is gone."""
-        gone = [pid for pid in self._pids if not _alive(pid)]
+        gone = [pid for pid in self._pids if not alive(pid)]
         if self._llm.errored or gone:
             reason = f"engine process {gone[0]} exited" if gone else "vLLM's engine core died"
             return EngineStats(alive=False, error=reason)
@@ -318,7 +289,7 @@ class VllmEngine:
     async def shutdown(self) -> None:
         """Stop vLLM (in a worker thread), then make sure its processes are gone."""
         await asyncio.to_thread(self._llm.shutdown)
-        await asyncio.to_thread(_reap, self._pids, _SHUTDOWN_TIMEOUT_S)
+        await asyncio.to_thread(reap, self._pids, _SHUTDOWN_TIMEOUT_S)
 
     def _parse(self, model: Any, body: bytes, request_id: str) -> Any:
         try:
@@ -406,24 +377,3 @@ def _pydantic_message(exc: Any) -> str:
 def _pydantic_param(exc: Any) -> str | None:
     loc = exc.errors()[0].get("loc", ())
     return str(loc[0]) if loc else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def _reap(pids: list[int], seconds: float) -> None:
-    """Wait for ``pids`` to exit; kill what is left after ``seconds``."""
-    processes = []
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            processes.append(psutil.Process(pid))
-    _, alive = psutil.wait_procs(processes, timeout=seconds)
-    for process in alive:
-        logger.warning("engine process %d did not exit; killing it", process.pid)
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(alive, timeout=5)
