@@ -89,7 +89,7 @@ def agentic_trace(rng: random.Random, models: Sequence[Model]) -> list[Request]:
     """Three agents, each cycling planner → coder → critic (three models), plus background."""
     agents = [m.name for m in models if m.gib in (40, 20, 16)][:3]
     trace = []
-    for agent in range(3):
+    for _agent in range(3):
         t = rng.uniform(0, 30)
         step = 0
         while t < HOUR:
@@ -123,8 +123,10 @@ SCENARIOS = (
     Scenario("bursts", (("a", gib(80)), ("b", gib(48, 24))), bursts_trace),
     Scenario(
         "diurnal",
-        tuple((f"n{i}", gib(24)) for i in range(4))
-        + (("n4", gib(48)), ("n5", gib(48)), ("n6", gib(80)), ("n7", gib(80))),
+        (
+            *((f"n{i}", gib(24)) for i in range(4)),
+            *(("n4", gib(48)), ("n5", gib(48)), ("n6", gib(80)), ("n7", gib(80))),
+        ),
         diurnal_trace,
     ),
     Scenario("agentic", (("a", gib(48)), ("b", gib(24))), agentic_trace),
@@ -144,7 +146,7 @@ def run(scenario: Scenario, seed: int, settings: Settings) -> tuple[int, dict[st
 
 
 def fleet_text(fleet: Sequence[tuple[str, Sequence[int]]]) -> str:
-    return " + ".join("×".join(str(d // 1024) for d in devices) for _, devices in fleet)
+    return " + ".join("x".join(str(d // 1024) for d in devices) for _, devices in fleet)
 
 
 def table(rows: Sequence[tuple[Scenario, int, dict[str, Result]]]) -> str:
@@ -165,7 +167,7 @@ def table(rows: Sequence[tuple[Scenario, int, dict[str, Result]]]) -> str:
 
 
 def ratio(value: float, base: float) -> str:
-    return "–" if base == 0 else f"{value / base:.2f}×"
+    return "-" if base == 0 else f"{value / base:.2f}x"
 
 
 def verdicts(rows: Sequence[tuple[Scenario, int, dict[str, Result]]]) -> str:
@@ -177,8 +179,8 @@ def verdicts(rows: Sequence[tuple[Scenario, int, dict[str, Result]]]) -> str:
         under = b <= 0.8 * lru
         lines.append(
             f"- {scenario.name}: best {best}, {ratio(b, o)} the offline reference "
-            f"({'met' if within else 'missed'}: ≤ 1.20×), {ratio(b, lru)} lru "
-            f"({'met' if under else 'missed'}: ≤ 0.80×)"
+            f"({'met' if within else 'missed'}: ≤ 1.20x), {ratio(b, lru)} lru "
+            f"({'met' if under else 'missed'}: ≤ 0.80x)"
         )
     return "\n".join(lines)
 

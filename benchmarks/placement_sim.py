@@ -229,7 +229,9 @@ class Simulation:
     def _snapshot(self) -> FleetSnapshot:
         fleet = FleetSnapshot(tuple(self._node(n) for n in self._devices), self._now)
         passed = [
-            m for m, q in self._queues.items() if q and self._now - q[0].at > self._s.max_pass_over_s
+            m
+            for m, q in self._queues.items()
+            if q and self._now - q[0].at > self._s.max_pass_over_s
         ]
         if not passed:
             return fleet
