@@ -86,17 +86,17 @@ def diurnal_trace(rng: random.Random, models: Sequence[Model]) -> list[Request]:
 
 
 def agentic_trace(rng: random.Random, models: Sequence[Model]) -> list[Request]:
-    """Three agents, each cycling planner → coder → critic (three models), plus background."""
-    agents = [m.name for m in models if m.gib in (40, 20, 16)][:3]
+    """Two agents, each cycling planner → coder → critic (three models), plus background."""
+    agents = [m.name for m in models if m.gib in (14, 15, 18)]
     trace = []
-    for _agent in range(3):
+    for _agent in range(2):
         t = rng.uniform(0, 30)
         step = 0
         while t < HOUR:
             trace.append(Request(t, agents[step % 3], rng.uniform(4, 10)))
-            t += rng.uniform(8, 14)
+            t += rng.uniform(20, 40)
             step += 1
-    others = [m for m in models if m.name not in agents]
+    others = [m for m in models if m.gib <= 9]
     trace += [
         Request(t, rng.choice(others).name, service(rng)) for t in poisson(rng, 0.02, 0, HOUR)
     ]
@@ -124,12 +124,12 @@ SCENARIOS = (
     Scenario(
         "diurnal",
         (
-            *((f"n{i}", gib(24)) for i in range(4)),
-            *(("n4", gib(48)), ("n5", gib(48)), ("n6", gib(80)), ("n7", gib(80))),
+            *((f"n{i}", gib(24)) for i in range(6)),
+            *(("n6", gib(48)), ("n7", gib(48))),
         ),
         diurnal_trace,
     ),
-    Scenario("agentic", (("a", gib(48)), ("b", gib(24))), agentic_trace),
+    Scenario("agentic", (("a", gib(24)), ("b", gib(24))), agentic_trace),
 )
 
 

@@ -144,7 +144,8 @@ class Simulation:
 
     def run(self, trace: Sequence[Request]) -> Result:
         pending = deque(trace)
-        while pending or self._events:
+        give_up = (trace[-1].at if trace else 0.0) + 3600.0  # an overloaded fleet never drains
+        while (pending or self._events) and self._now < give_up:
             if pending and (not self._events or pending[0].at <= self._events[0][0]):
                 request = pending.popleft()
                 self._now = request.at
