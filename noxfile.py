@@ -140,6 +140,7 @@ TEST_TOOLS = (
     "anthropic",  # the client of the gateway's /v1/messages tests
     "pytest-randomly",  # every run in a new order: a test that needs another's state fails
     "selenium",  # drives Debian's chromium in the status page's browser test
+    "hypothesis",  # the placement policy's property tests
 )
 # vLLM's CPU build pins a +cpu torch; the PyPI builds of these then break `import vllm`, and an
 # extra cannot remove packages, so every engine venv drops them after installing.
@@ -398,3 +399,10 @@ def bench_gateway(session: nox.Session) -> None:
     except nox.command.CommandFailed:
         args = ["--litellm-failure", "litellm[proxy] did not install"]
     session.run("python", "benchmarks/gateway.py", *args, *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_placement(session: nox.Session) -> None:
+    """Placement benchmark (a trace simulator over decide()): see docs/benchmarks.md."""
+    session.install(*editable(PACKAGES["cortex-gateway"]), "matplotlib")
+    session.run("python", "benchmarks/placement.py", *session.posargs)
