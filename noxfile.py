@@ -157,7 +157,8 @@ BROKEN_BESIDE_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec", "triton")
 def pins(*names: str) -> list[str]:
     """The pinned requirement for each tool, from requirements/dev.txt."""
     lines = (ROOT / "requirements" / "dev.txt").read_text().splitlines()
-    table = {line.split("==")[0]: line for line in lines if "==" in line}
+    requirements = [line.split("#")[0].strip() for line in lines]  # a pin may say why
+    table = {r.split("==")[0]: r for r in requirements if "==" in r}
     return [table[name] for name in names]
 
 
