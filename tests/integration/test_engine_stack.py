@@ -3,6 +3,7 @@ with the tiny model. The OpenAI SDK lists models, chats and streams through the 
 first request loads the model on demand. The Anthropic SDK does the same through
 `/v1/messages`, and counts tokens exactly on the loaded model."""
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -17,9 +19,13 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cortex_gateway.testing.claude_code import claude_code, claude_turn
+
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(600)]
 
 MODEL = "cortex/tiny-chat"
+LONG = "cortex/tiny-chat-32k"
+"""The tiny model with a context long enough for what Claude Code sends (about 28,000 tokens)."""
 
 
 class Process:
@@ -71,6 +77,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     folder = tmp_path_factory.mktemp("stack")
     build_tiny_model(folder / "models")
+    build_tiny_model(folder / "models", LONG, context=32768)  # Claude Code's prompt fits
     (folder / "neuron.toml").write_text(
         f'host = "127.0.0.1"\nport = 0\n[harness.vllm]\nmodel_dirs = ["{folder / "models"}"]\n'
         "cpu_memory_mb = 1024\nengine_args = { enforce_eager = true }\n"
@@ -81,6 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     (folder / "models.toml").write_text(
         f'[[models]]\nid = "{MODEL}"\nvram_mb = 300\nmax_model_len = 512\naliases = ["tiny"]\n'
+        f'[[models]]\nid = "{LONG}"\nvram_mb = 300\nmax_model_len = 32768\n'
     )
     (folder / "cortex.toml").write_text(
         'models_config = "models.toml"\n[gateway]\npoll_interval_s = 0.5\n'
@@ -191,3 +199,16 @@ def test_responses_through_the_stack(stack: Stack) -> None:
     final = events[-1].response
     assert final.usage is not None
     assert final.usage.output_tokens == 16
+
+
+def test_claude_code_runs_a_turn_against_the_real_neuron(stack: Stack, tmp_path: Path) -> None:
+    """Claude Code itself, unmodified: its ~77 KB request (system, tools, thinking, a system turn
+    inside messages) through the gateway to vLLM. The tiny model's words are gibberish; what
+    counts is that the protocol round-trips with no client error."""
+    binary = claude_code(Path(__file__).resolve().parents[2] / ".cache")
+    code, out, err = asyncio.run(claude_turn(binary, stack.url, LONG, tmp_path))
+    assert code == 0, err
+    assert out.strip()  # it printed the streamed answer
+    fleet = httpx.get(f"{stack.url}/fleet", timeout=10).json()
+    (model,) = [m for m in fleet["nodes"][0]["models"] if m["id"] == LONG]
+    assert model["status"] == "loaded"  # loaded on demand by Claude Code's request

@@ -1,10 +1,6 @@
 """The official ``anthropic`` SDK against a real gateway and fake neurons on 127.0.0.1."""
 
-import asyncio
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +22,7 @@ from cortex_gateway.testing import (
     running_gateway,
     scrape,
 )
+from cortex_gateway.testing.claude_code import claude_code as install_claude_code, claude_turn
 from cortex_gateway.testing.neuron import Recorded
 from cortex_gateway.testing.replies import token_count
 
@@ -386,22 +383,10 @@ async def test_count_tokens_estimates_when_the_neuron_cannot_count():
     assert raw.headers["cortex-token-count"] == "estimate"
 
 
-CLAUDE_CODE = "2.1.197"
-"""The Claude Code release the test drives (npm ``@anthropic-ai/claude-code``)."""
-CLAUDE_CODE_CACHE = Path(__file__).resolve().parents[3] / ".cache" / f"claude-code-{CLAUDE_CODE}"
-
-
 @pytest.fixture(scope="session")
 def claude_code() -> Path:
     """Claude Code's ``claude``, installed from npm into the repository's .cache when missing."""
-    binary = CLAUDE_CODE_CACHE / "node_modules" / ".bin" / "claude"
-    if not binary.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm (Node.js) is needed to install Claude Code for this test")
-        command = [npm, "install", "--prefix", str(CLAUDE_CODE_CACHE), "--no-audit", "--no-fund"]
-        subprocess.run([*command, f"@anthropic-ai/claude-code@{CLAUDE_CODE}"], check=True)
-    return binary
+    return install_claude_code(Path(__file__).resolve().parents[3] / ".cache")
 
 
 @pytest.mark.slow
@@ -411,24 +396,9 @@ async def test_claude_code_runs_a_turn_unmodified(
     scripted.script, scripted.finish = [{"content": "Hi "}, {"content": "there!"}], "stop"
     scripted.keep_alives = 1
     async with running_gateway(fleet_config(scripted)) as gw:
-        env = {
-            "PATH": os.environ["PATH"],  # noqa: TID251 - where node is, passed on
-            "HOME": str(tmp_path),
-            "ANTHROPIC_BASE_URL": gw.url,
-            "ANTHROPIC_API_KEY": "any",
-            "DISABLE_TELEMETRY": "1",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        }
-        claude = await asyncio.create_subprocess_exec(
-            str(claude_code),
-            *("-p", "say hi", "--model", "org/a"),
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await claude.communicate()
-    assert claude.returncode == 0, err.decode()
-    assert out.decode().strip() == "Hi there!"
+        code, out, err = await claude_turn(claude_code, gw.url, "org/a", tmp_path)
+    assert code == 0, err
+    assert out.strip() == "Hi there!"
     sent = json.loads(scripted.requests[-1].body)
     assert [m["role"] for m in sent["messages"]] == ["system", "user"]
     assert sent["max_tokens"] == 32000

@@ -47,19 +47,22 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(model_dir: Path, model_id: str = TINY_MODEL_ID, *, seed: int = 0) -> Path:
+def build_tiny_model(
+    model_dir: Path, model_id: str = TINY_MODEL_ID, *, seed: int = 0, context: int = _CONTEXT
+) -> Path:
     """Write the tiny model to ``model_dir/<model_id>`` unless it is there already.
 
     Args:
         model_dir: A folder the neuron serves models from (``[harness.vllm] model_dirs``).
         model_id: ``org/name`` (or ``name``); a different id or seed gives another model.
         seed: Seeds the random weights.
+        context: Its longest context, in tokens (Claude Code's prompt needs about 28,000).
 
     Returns:
         The model's folder.
     """
     corpus = files(__package__).joinpath("corpus.txt").read_bytes()
-    recipe = json.dumps([_RECIPE, _VOCAB, _SPECIALS, CHAT_TEMPLATE, model_id, seed])
+    recipe = json.dumps([_RECIPE, _VOCAB, _SPECIALS, CHAT_TEMPLATE, model_id, seed, context])
     fingerprint = hashlib.sha256(corpus + recipe.encode()).hexdigest()
     target = model_dir / model_id
     stamp = target / _STAMP
@@ -68,7 +71,7 @@ def build_tiny_model(model_dir: Path, model_id: str = TINY_MODEL_ID, *, seed: in
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         staging = Path(scratch) / "model"
-        _write(staging, corpus.decode(), seed)
+        _write(staging, corpus.decode(), seed, context)
         (staging / _STAMP).write_text(fingerprint)
         if target.exists():
             shutil.rmtree(target)
@@ -76,7 +79,7 @@ def build_tiny_model(model_dir: Path, model_id: str = TINY_MODEL_ID, *, seed: in
     return target
 
 
-def _write(out: Path, corpus: str, seed: int) -> None:
+def _write(out: Path, corpus: str, seed: int, context: int) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -103,7 +106,7 @@ def _write(out: Path, corpus: str, seed: int) -> None:
         pad_token="<|endoftext|>",
     )
     hf_tok.chat_template = CHAT_TEMPLATE
-    hf_tok.model_max_length = _CONTEXT
+    hf_tok.model_max_length = context
     hf_tok.save_pretrained(out)
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -114,7 +117,7 @@ def _write(out: Path, corpus: str, seed: int) -> None:
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=64,
-        max_position_embeddings=_CONTEXT,
+        max_position_embeddings=context,
         bos_token_id=hf_tok.bos_token_id,
         eos_token_id=hf_tok.eos_token_id,
         pad_token_id=hf_tok.pad_token_id,
