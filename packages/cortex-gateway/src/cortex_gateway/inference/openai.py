@@ -27,7 +27,7 @@ from cortex_core.wire.inference import InferenceRequest, Usage, UsageReport
 from cortex_gateway.inference.dialect import Answer
 from cortex_gateway.upstream import Refusal
 
-__all__ = ["OpenAICall", "StreamRelay", "edit_body", "json_answer", "with_model"]
+__all__ = ["OpenAICall", "StreamRelay", "edit_body", "json_answer", "passed_refusal", "with_model"]
 
 _EVENT = re.compile(rb"(.*?)\r?\n\r?\n", re.DOTALL)
 
@@ -74,6 +74,13 @@ def json_answer(status: int, content_type: str, payload: bytes) -> Answer:
     return Answer(status, headers, payload)
 
 
+def passed_refusal(refusal: Refusal) -> Answer:
+    """A neuron's error answer, passed through unchanged (its ``Retry-After`` too)."""
+    answer = json_answer(refusal.status, refusal.content_type, refusal.payload)
+    answer.headers += [(k.lower().encode(), v.encode()) for k, v in refusal.error.headers.items()]
+    return answer
+
+
 class OpenAICall:
     """One OpenAI inference request on its way through: ``path`` is also the neuron's route.
 
@@ -94,11 +101,7 @@ class OpenAICall:
 
     def refusal(self, refusal: Refusal) -> Answer:
         """The neuron's error answer, passed through unchanged (its ``Retry-After`` too)."""
-        answer = json_answer(refusal.status, refusal.content_type, refusal.payload)
-        answer.headers += [
-            (k.lower().encode(), v.encode()) for k, v in refusal.error.headers.items()
-        ]
-        return answer
+        return passed_refusal(refusal)
 
     def answer(self, status: int, payload: bytes, content_type: str) -> tuple[Answer, Usage | None]:
         """The neuron's whole answer, unchanged, and the ``usage`` it reports."""

@@ -25,7 +25,7 @@ from cortex_core.asgi import responses_error_event
 from cortex_core.errors import CortexError, InvalidRequestError
 from cortex_core.wire.inference import Usage
 from cortex_gateway.inference.dialect import Answer
-from cortex_gateway.inference.openai import json_answer, with_model
+from cortex_gateway.inference.openai import json_answer, passed_refusal, with_model
 from cortex_gateway.upstream import Refusal
 
 __all__ = ["ResponsesCall", "ResponsesRelay"]
@@ -99,11 +99,7 @@ class ResponsesCall:
 
     def refusal(self, refusal: Refusal) -> Answer:
         """The neuron's error answer, unchanged (its ``Retry-After`` too)."""
-        answer = json_answer(refusal.status, refusal.content_type, refusal.payload)
-        answer.headers += [
-            (k.lower().encode(), v.encode()) for k, v in refusal.error.headers.items()
-        ]
-        return answer
+        return passed_refusal(refusal)
 
     def answer(self, status: int, payload: bytes, content_type: str) -> tuple[Answer, Usage | None]:
         """The neuron's response, unchanged, and its usage."""
