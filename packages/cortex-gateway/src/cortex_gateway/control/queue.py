@@ -12,7 +12,7 @@ placement again. The queue also says which models have been passed over too long
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from cortex_core.errors import RateLimitError, ServiceUnavailableError
@@ -60,7 +60,7 @@ class Queue:
         since.append(entered)
         self._metrics.queue_depth.labels(model).set(len(since))
         try:
-            yield Entry(self, model)
+            yield Entry(model, self._timeout_s, self._next_change)
         finally:
             since.remove(entered)
             if not since:
@@ -86,9 +86,12 @@ class Entry:
     RECHECK_S = 1.0
     """A waiter asks again at least this often, signal or not."""
 
-    def __init__(self, queue: Queue, model: str) -> None:
-        self._queue = queue
+    def __init__(
+        self, model: str, timeout_s: float, next_change: Callable[[float], Awaitable[None]]
+    ) -> None:
         self._model = model
+        self._timeout_s = timeout_s
+        self._next_change = next_change
         self._waited = 0.0
 
     async def wait(self, why: str) -> None:
@@ -97,12 +100,12 @@ class Entry:
         Raises:
             ServiceUnavailableError: it has waited for room ``queue_timeout_s`` in all.
         """
-        left = self._queue._timeout_s - self._waited
+        left = self._timeout_s - self._waited
         if left <= 0:
             raise ServiceUnavailableError(
-                f"{self._model} waited {self._queue._timeout_s:g} s for room: {why}",
-                retry_after=min(60.0, self._queue._timeout_s),
+                f"{self._model} waited {self._timeout_s:g} s for room: {why}",
+                retry_after=min(60.0, self._timeout_s),
             )
         started = time.monotonic()
-        await self._queue._next_change(min(left, self.RECHECK_S))
+        await self._next_change(min(left, self.RECHECK_S))
         self._waited += time.monotonic() - started

@@ -13,6 +13,7 @@ models go idle) waits in the model's :class:`~cortex_gateway.control.queue.Queue
 Reads the fleet's state from memory; never waits on the poller.
 """
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -252,10 +253,7 @@ class Router:
         oom_once: set[str] = set()
         stale = 0
         while True:
-            ask = Ask(
-                ask.model, self.need(ask.model), ask.node, frozenset(skip),
-                ask.force, ask.may_load, ask.may_evict, ask.strategy,
-            )  # fmt: skip
+            ask = dataclasses.replace(ask, need=self.need(ask.model), exclude=frozenset(skip))
             decision = decide(self.snapshot(), ask)
             if isinstance(decision, Refuse):
                 self._metrics.placement_refusals.labels(decision.reason).inc()
