@@ -195,8 +195,12 @@ def test_responses_through_the_stack(stack: Stack) -> None:
     assert reply.usage.input_tokens > 0
     assert events[0].type == "response.created"
     assert events[-1].type == "response.completed"
-    assert sum(1 for e in events if e.type == "response.output_text.delta") >= 8
+    # vLLM merges the tokens a slow reader has not taken yet into one delta (on a busy machine
+    # 16 tokens came as 2), so the deltas are counted by what they add up to, not by number
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
     final = events[-1].response
+    assert deltas
+    assert "".join(deltas) == final.output_text
     assert final.usage is not None
     assert final.usage.output_tokens == 16
 

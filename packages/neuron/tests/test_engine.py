@@ -62,6 +62,11 @@ class Neuron:
         for line in self.process.stderr:
             self.log.append(line)
 
+    def exited_log(self) -> str:
+        """The whole log of a neuron that has exited (read to the pipe's end)."""
+        self._drain.join(timeout=10)
+        return "".join(self.log)
+
     def log_tail(self, lines: int = 30) -> str:
         return "".join(self.log[-lines:])
 
@@ -500,6 +505,9 @@ def test_sigterm_during_a_stream(model_dir: Path, tmp_path: Path, to_the_group: 
         assert len(rest) > LONG // 2  # it ran to its end, long after the signal
         assert neuron.process.wait(timeout=120) == 0
         assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engines)
+        log = neuron.exited_log()
+        assert "force killing" not in log  # vLLM's engine core left within vLLM's own wait
+        assert "Traceback" not in log
     finally:
         neuron.close()
 
@@ -519,7 +527,7 @@ def test_responses_create_and_stream(neuron: Neuron, model_a: str) -> None:
     assert events[0].type == "response.created"
     assert events[-1].type == "response.completed"
     deltas = [e for e in events if e.type == "response.output_text.delta"]
-    assert len(deltas) >= 8
+    assert deltas  # how many: vLLM merges the tokens a slow reader has not taken into one
     assert [e.sequence_number for e in events] == sorted(e.sequence_number for e in events)
     final = events[-1].response
     assert final.usage is not None
@@ -545,13 +553,6 @@ def test_responses_stream_with_a_tool_parser(neuron: Neuron, model_b: str) -> No
     assert kinds[-1] == "response.completed", lines[-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11, open: at the first response.output_text.delta the engine already holds "
-    "no request (neuron_engine_unfinished_requests == 0) although 8,092 tokens were asked "
-    "for; whether vLLM's Responses layer ends the generation early or the count misses it is "
-    "not yet known (the fake-engine and gateway tests of the abort pass)",
-)
 def test_responses_client_that_leaves_mid_stream_aborts_the_request(neuron: Neuron) -> None:
     # B with its long context and no tool parser (a parser may hold text back); unloaded after,
     # so that `model_b` loads it with its own spec again
@@ -568,13 +569,15 @@ def test_responses_client_that_leaves_mid_stream_aborts_the_request(neuron: Neur
         }
         seen: list[str] = []
         with neuron.http.stream("POST", "/v1/responses", json=body) as response:
-            for line in response.iter_lines():
+            # the iterator is kept: a `for` broken out of would drop it, and closing it closes
+            # the connection, so the client would leave before the engine was looked at
+            lines = response.iter_lines()
+            while "response.output_text.delta" not in seen:
+                line = next(lines)
                 if line.startswith("event: "):
                     seen.append(line.removeprefix("event: "))
-                if "response.output_text.delta" in seen:
-                    break
             held = neuron.metric("neuron_engine_unfinished_requests", B)
-        assert held == 1, f"events {seen[:8]}…{seen[-3:]} ({len(seen)})"
+            assert held == 1, f"events {seen}"
         deadline = time.monotonic() + 5
         while neuron.metric("neuron_engine_unfinished_requests", B) != 0:
             assert time.monotonic() < deadline, "vLLM kept the request after the client left"

@@ -1,46 +1,93 @@
-"""The engine's processes: started in a process group of their own, watched, and reaped.
+"""The engine's processes: started in a process group of their own, quick to exit, reaped.
 
 vLLM's engine core and its worker are spawned through ``multiprocessing``; started in a new
 process group, a Ctrl-C to the terminal's group reaches only the neuron, which drains and stops
-them itself (DESIGN §3). An unload or a shutdown returns only once they are gone: what has not
-exited in time is killed. Needs psutil (the neuron's engine extras).
+them itself (DESIGN §3). Each runs :func:`spawn_main` in place of multiprocessing's own: once
+vLLM's teardown has run, it leaves without the interpreter's finalization, which costs ~2.5 s
+here in a process that imported torch and vLLM and is paid twice in a row (the worker, then the
+engine core), long enough that vLLM's 5 s wait for its engine core ran out on a busy machine.
+An unload or a shutdown returns only once they are gone: what has not exited in time is
+killed. Needs psutil (the neuron's engine extras).
 """
 
+import atexit
 import contextlib
 import logging
+import multiprocessing.spawn
 import multiprocessing.util
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import psutil
 
-__all__ = ["alive", "cmdline", "own_process_group", "reap"]
+__all__ = ["alive", "cmdline", "own_process_group", "reap", "spawn_main"]
 
 logger = logging.getLogger(__name__)
+
+
+_MULTIPROCESSING_ENTRY = "from multiprocessing.spawn import spawn_main; spawn_main("
+_ENTRY = f"from {__name__} import spawn_main; spawn_main("
 
 
 @contextlib.contextmanager
 def own_process_group() -> Iterator[None]:
     """Spawn the processes multiprocessing starts meanwhile in a new process group."""
     original = multiprocessing.util.spawnv_passfds
+    multiprocessing.util.spawnv_passfds = _spawner(new_group=True)
+    try:
+        yield
+    finally:
+        multiprocessing.util.spawnv_passfds = original
 
-    def spawn(path: str, args: list[str], passfds: Any) -> int:
+
+def spawn_main(**kwargs: Any) -> None:
+    """A spawned engine process: multiprocessing's entry, then an exit without finalization.
+
+    What the process started runs to its end as usual, multiprocessing's finalizers included,
+    and so do the ``atexit`` handlers (logging's flush among them); only the interpreter's
+    teardown of its modules is skipped. Its own children (vLLM's worker) exit the same way.
+    """
+    multiprocessing.util.spawnv_passfds = _spawner(new_group=False)
+    try:
+        multiprocessing.spawn.spawn_main(**kwargs)
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    atexit._run_exitfuncs()
+    if code is not None and not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
+
+
+def _spawner(*, new_group: bool) -> Any:
+    """A stand-in for multiprocessing's ``spawnv_passfds`` that enters :func:`spawn_main`."""
+
+    def spawn(path: bytes, args: list[str | bytes], passfds: Any) -> int:
+        # multiprocessing hands the executable as bytes, the code to run as a string
+        args = [_entered(arg) for arg in args]
         fds = sorted(set(map(int, passfds)))
         for fd in fds:
             os.set_inheritable(fd, True)
         try:
             # the child gets this process's environment, as multiprocessing would give it
-            return os.posix_spawn(path, args, os.environ, setpgroup=0)  # noqa: TID251
+            if new_group:
+                return os.posix_spawn(path, args, os.environ, setpgroup=0)  # noqa: TID251
+            return os.posix_spawn(path, args, os.environ)  # noqa: TID251
         finally:
             for fd in fds:
                 os.set_inheritable(fd, False)
 
-    multiprocessing.util.spawnv_passfds = spawn  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        multiprocessing.util.spawnv_passfds = original
+    return spawn
+
+
+def _entered(arg: str | bytes) -> str | bytes:
+    return arg.replace(_MULTIPROCESSING_ENTRY, _ENTRY) if isinstance(arg, str) else arg
 
 
 def cmdline(process: psutil.Process) -> list[str]:
