@@ -114,6 +114,7 @@ PACKAGES = {
                 "*/cortex_neuron/engine/vllm.py",
                 "*/cortex_neuron/engine/vllm_responses.py",
                 "*/cortex_neuron/engine/processes.py",
+                "*/cortex_neuron/engine/spare.py",
                 "*/cortex_neuron/tiny/*",
             ),
         ),
@@ -378,6 +379,13 @@ def bench_neuron(session: nox.Session) -> None:
     """The neuron against `vllm serve` on the tiny model (benchmarks/neuron.py; not a test)."""
     python = engine_venv(session)
     session.run(str(python), "benchmarks/neuron.py", *session.posargs, external=True)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_cold_start(session: nox.Session) -> None:
+    """A cold start against vLLM's own server start (benchmarks/cold_start.py; not a test)."""
+    python = engine_venv(session)
+    session.run(str(python), "benchmarks/cold_start.py", *session.posargs, external=True)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -85,6 +85,19 @@ def test_the_cpu_pool_defaults_to_half_the_ram():
     assert devices.health()[0].memory_free_mb == device.memory_total_mb
 
 
+def test_the_default_cpu_pool_leaves_room_for_the_warm_spare():
+    class NoGpu(FakeNvml):
+        def nvmlInit(self):
+            raise self.NVMLError("NVML Shared Library Not Found")
+
+    whole = Devices.probe(VllmOptions(), NoGpu({})).devices[0].memory_total_mb
+    spared = Devices.probe(VllmOptions(), NoGpu({}), spare_mb=1024)
+    assert spared.devices[0].memory_total_mb == whole - 1024
+    assert spared.discovery.spare_memory_mb == 1024
+    explicit = Devices.probe(VllmOptions(cpu_memory_mb=4096), NoGpu({}), spare_mb=1024)
+    assert explicit.devices[0].memory_total_mb == 4096  # an operator's figure is kept as it is
+
+
 def test_probe_uses_the_real_binding_when_given_none():
     devices = Devices.probe(VllmOptions(cpu_memory_mb=64))
     assert devices.devices[0].memory_total_mb in (64, *[d.memory_total_mb for d in devices.devices])

@@ -107,7 +107,7 @@ def start_neuron(model_dir: Path, folder: Path) -> Neuron:
     config = folder / "neuron.toml"
     config.write_text(
         f'host = "127.0.0.1"\nport = 0\n[harness.vllm]\nmodel_dirs = ["{model_dir}"]\n'
-        "cpu_memory_mb = 2048\nmax_queued_per_model = 8\ndrain_timeout_s = 60\n"
+        "cpu_memory_mb = 2048\nmax_queued_per_model = 8\ndrain_timeout_s = 120\n"
         "engine_args = { enforce_eager = true }\n"
     )
     process = subprocess.Popen(
@@ -168,6 +168,24 @@ def unload(neuron: Neuron, model: str) -> None:
     """Make sure ``model`` is not loaded (forced: a test that needs it gone owns the neuron)."""
     response = neuron.http.post("/models/unload", json={"model_id": model, "force": True})
     assert response.status_code in (200, 404), response.text
+
+
+def spares(neuron: Neuron) -> list[psutil.Process]:
+    """The neuron's warm spare and the spare inside it: processes not yet an engine's."""
+    children = psutil.Process(neuron.process.pid).children(recursive=True)
+    return [
+        p
+        for p in children
+        if "cortex_neuron.engine.spare" in " ".join(_cmdline(p))
+        and p.status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return list(process.cmdline())
+    except psutil.Error:
+        return []
 
 
 def engine_cores(neuron: Neuron) -> int:
@@ -477,13 +495,57 @@ def test_a_dead_engine_marks_its_model_failed(neuron: Neuron, model_a: str) -> N
     assert neuron.http.get("/health").json()["devices"][0]["memory_used_mb"] == 0
 
 
+def test_a_reload_comes_from_the_warm_spare_and_answers_the_same(
+    neuron: Neuron, model_a: str
+) -> None:
+    question = {
+        "model": A,
+        "messages": [{"role": "user", "content": "Say something."}],
+        "max_tokens": 12,
+        "temperature": 0,
+    }
+    first = neuron.http.post("/v1/chat/completions", json=question).json()
+    engines_of_a = {p.pid for p in neuron.engines()}
+    unload(neuron, B)
+    unload(neuron, A)
+    assert not any(psutil.pid_exists(pid) for pid in engines_of_a)  # no process outlives it
+    waiting = {p.pid for p in spares(neuron)}
+    assert len(waiting) == 2  # an engine core and its worker, imported, before any load
+    assert load(neuron, A).status_code == 200
+    assert waiting == {p.pid for p in neuron.engines()}  # the spare became A's engine
+    again = neuron.http.post("/v1/chat/completions", json=question).json()
+    assert again["choices"][0]["message"] == first["choices"][0]["message"]
+    assert len(spares(neuron)) == 2  # another one, for the next load
+
+
+def test_a_dead_spare_is_passed_over_and_replaced(neuron: Neuron) -> None:
+    unload(neuron, B)
+    unload(neuron, A)
+    dead = spares(neuron)
+    assert dead
+    for process in dead:
+        process.kill()
+    psutil.wait_procs(dead, timeout=10)
+    assert load(neuron, A).status_code == 200, neuron.log_tail()
+    assert neuron.status(A) == "loaded"
+    assert not {p.pid for p in dead} & {p.pid for p in neuron.engines()}
+    replaced = spares(neuron)
+    assert replaced
+    assert not {p.pid for p in replaced} & {p.pid for p in dead}
+
+
 @pytest.mark.parametrize("to_the_group", [False, True], ids=["pid", "process-group"])
 def test_sigterm_during_a_stream(model_dir: Path, tmp_path: Path, to_the_group: bool) -> None:
     neuron = start_neuron(model_dir, tmp_path)
     try:
         assert load(neuron, A, max_model_len=LONG).status_code == 200
         engines = neuron.engines()
-        body = long_stream(A)
+        assert spares(neuron)
+        everything = psutil.Process(neuron.process.pid).children(recursive=True)
+        # ~15 s here, well inside the drain's 60 s even on a busy machine (a stream of the whole
+        # context took ~55 s and was cut by the drain once)
+        tokens = LONG // 4
+        body = {**long_stream(A), "max_tokens": tokens, "stream_options": {"include_usage": True}}
         with neuron.http.stream("POST", "/v1/chat/completions", json=body) as response:
             lines = response.iter_lines()
             next(lines)
@@ -502,9 +564,12 @@ def test_sigterm_during_a_stream(model_dir: Path, tmp_path: Path, to_the_group: 
         assert rest[-1] == "data: [DONE]"
         errors = [line for line in rest if line.startswith('data: {"error"')]
         assert not errors, errors
-        assert len(rest) > LONG // 2  # it ran to its end, long after the signal
+        usage = json.loads(rest[-2].removeprefix("data: "))["usage"]
+        assert usage["completion_tokens"] == tokens  # it ran to its end, long after the signal
         assert neuron.process.wait(timeout=120) == 0
-        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engines)
+        assert engines
+        _, left = psutil.wait_procs(everything, timeout=10)
+        assert not left, left  # no engine, no spare, no helper of vLLM's
         log = neuron.exited_log()
         assert "force killing" not in log  # vLLM's engine core left within vLLM's own wait
         assert "Traceback" not in log

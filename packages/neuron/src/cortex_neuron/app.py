@@ -1,13 +1,15 @@
 """The neuron's ASGI app: :func:`build_context` makes its parts, :func:`create_app` serves them.
 
-The lifespan starts the background work (device readings, engine checks, rescans of the model
-dirs, the default models), hands handlers the context through the lifespan state, and, on the
-way out, shuts every engine down, bounded by ``drain_timeout_s``: the one place that does.
+The lifespan starts the background work (the engine's warm-up, device readings, engine checks,
+rescans of the model dirs, the default models), hands handlers the context through the lifespan
+state, and, on the way out, shuts every engine down, bounded by ``drain_timeout_s``: the one
+place that does.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,7 +36,7 @@ from cortex_neuron import control, inference
 from cortex_neuron.activation import Activation
 from cortex_neuron.context import AppContext
 from cortex_neuron.devices import Devices
-from cortex_neuron.engine.base import EngineStarter
+from cortex_neuron.engine.base import EngineStarter, Warmer
 from cortex_neuron.lifecycle import Lifecycle
 from cortex_neuron.metrics import NeuronMetrics
 from cortex_neuron.middleware import AuthMiddleware
@@ -53,12 +55,15 @@ def build_context(
     *,
     registry: CollectorRegistry | None = None,
     nvml: Any = None,
+    warmer: Warmer | None = None,
 ) -> AppContext:
     """Probe the devices and assemble the neuron's parts (no engine starts here).
 
-    Its metrics go into ``registry`` (a new one when ``None``).
+    Its metrics go into ``registry`` (a new one when ``None``); ``warmer`` readies ``starter``
+    from start-up.
     """
-    devices = Devices.probe(config.harness.vllm, nvml)
+    spare_mb = warmer.memory_mb if warmer is not None else 0
+    devices = Devices.probe(config.harness.vllm, nvml, spare_mb)
     metrics = NeuronMetrics(
         registry if registry is not None else CollectorRegistry(auto_describe=True)
     )
@@ -70,6 +75,7 @@ def build_context(
         lifecycle=lifecycle,
         metrics=metrics,
         activation=Activation(config.default_models),
+        warmer=warmer,
     )
 
 
@@ -125,6 +131,8 @@ async def _lifespan(ctx: AppContext) -> AsyncIterator[dict[str, AppContext]]:
         asyncio.create_task(_refresh(ctx)),
         asyncio.create_task(ctx.activation.run(ctx.lifecycle)),
     ]
+    if ctx.warmer is not None:
+        background.append(asyncio.create_task(_warm(ctx.warmer, ctx)))
     try:
         yield {"neuron": ctx}
     finally:
@@ -132,6 +140,18 @@ async def _lifespan(ctx: AppContext) -> AsyncIterator[dict[str, AppContext]]:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await ctx.lifecycle.stop(ctx.config.harness.vllm.drain_timeout_s)
+        if ctx.warmer is not None:
+            await ctx.warmer.close()
+
+
+async def _warm(warmer: Warmer, ctx: AppContext) -> None:
+    started = time.monotonic()
+    try:
+        await warmer.warm(ctx.devices.kind)
+    except Exception:  # the first load meets the same failure, as its own error
+        logger.exception("warming the engine up failed")
+        return
+    logger.info("engine warmed up in %.1f s", time.monotonic() - started)
 
 
 async def _refresh(ctx: AppContext) -> None:

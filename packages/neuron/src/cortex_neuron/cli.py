@@ -42,7 +42,7 @@ def serve(
 ) -> None:
     """Serve the lifecycle and inference API until SIGTERM or SIGINT."""
     from cortex_neuron.app import build_context
-    from cortex_neuron.engine import start_vllm
+    from cortex_neuron.engine import Vllm
     from cortex_neuron.engine.install import check_install
     from cortex_neuron.server import listen, serve as run
 
@@ -50,7 +50,8 @@ def serve(
     config = _load(path, overrides)
     configure(log_level, "json" if log_format == "json" else "text")
     check_install()
-    ctx = build_context(config, start_vllm)
+    harness = Vllm(config.harness.vllm)
+    ctx = build_context(config, harness.start, warmer=harness)
     sock = listen(config)
     asyncio.run(run(ctx, sock))
 

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from cortex_core.config import NeuronConfig
 from cortex_neuron.activation import Activation
 from cortex_neuron.devices import Devices
+from cortex_neuron.engine.base import Warmer
 from cortex_neuron.lifecycle import Lifecycle
 from cortex_neuron.metrics import NeuronMetrics
 
@@ -23,6 +24,7 @@ class AppContext:
     lifecycle: Lifecycle
     metrics: NeuronMetrics
     activation: Activation
+    warmer: Warmer | None = None
     started: float = field(default_factory=time.monotonic)
 
 

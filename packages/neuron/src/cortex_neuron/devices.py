@@ -43,11 +43,12 @@ class Devices:
         self.refresh()
 
     @classmethod
-    def probe(cls, options: VllmOptions, binding: Any = None) -> "Devices":
+    def probe(cls, options: VllmOptions, binding: Any = None, spare_mb: int = 0) -> "Devices":
         """Find the host's GPUs through NVML (``binding``: the pynvml module or a fake).
 
         Without a usable GPU the one device is the CPU pool, and ``gpu_unavailable_reason`` says
-        why.
+        why. The pool is ``cpu_memory_mb``, else half the host's memory less ``spare_mb``, the
+        host memory the engine's warm spare may hold.
         """
         if binding is None:
             import pynvml
@@ -60,6 +61,7 @@ class Devices:
             kernel=platform.release(),
             version=__version__,
             harnesses=["vllm"],
+            spare_memory_mb=spare_mb,
         )
         if reason is not None:
             cpu = Device(
@@ -67,7 +69,7 @@ class Devices:
                 kind="cpu",
                 uuid="cpu",
                 name="CPU (vLLM CPU build)",
-                memory_total_mb=options.cpu_memory_mb or _half_of_ram_mb(),
+                memory_total_mb=options.cpu_memory_mb or max(_half_of_ram_mb() - spare_mb, 0),
             )
             return cls(msgspec.structs.replace(host, devices=[cpu], gpu_unavailable_reason=reason))
         inventory = nvml.read_inventory(binding)

@@ -316,6 +316,8 @@ class Lifecycle:
         )
         self._metrics.loads.labels(state.id, "ok").inc()
         self._metrics.load_seconds.labels(state.id).observe(seconds)
+        for phase, phase_seconds in engine.load_phases.items():
+            self._metrics.load_phase_seconds.labels(state.id, phase).observe(phase_seconds)
         logger.info("loaded %s in %.1f s", state.id, seconds)
 
     async def _unload(self, state: ModelState, *, force: bool) -> None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["NeuronMetrics"]
 
 _LOAD_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800)
+_PHASE_BUCKETS = (0.01, 0.1, 0.5, *_LOAD_BUCKETS)
 
 
 class NeuronMetrics:
@@ -38,6 +39,14 @@ class NeuronMetrics:
             "Time from a load request to a serving engine.",
             ["model"],
             buckets=_LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.load_phase_seconds = Histogram(
+            "neuron_load_seconds",
+            "A model's load by phase: import (vLLM into the neuron, once), engine (its "
+            "processes, weights, KV cache and warm-up), serving (vLLM's OpenAI layer).",
+            ["model", "phase"],
+            buckets=_PHASE_BUCKETS,
             registry=registry,
         )
         self.unloads = Counter(

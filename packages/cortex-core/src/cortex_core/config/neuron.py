@@ -12,7 +12,10 @@ from cortex_core.config.loader import ConfigStruct, FieldError
 from cortex_core.ids import MODEL_ID_GRAMMAR, is_model_id
 from cortex_core.wire.control import ModelSpec
 
-__all__ = ["DefaultModel", "HarnessOptions", "NeuronConfig", "VllmOptions"]
+__all__ = ["SPARE_MEMORY_MB", "DefaultModel", "HarnessOptions", "NeuronConfig", "VllmOptions"]
+
+SPARE_MEMORY_MB = 2048
+"""The warm spare's host memory by default: vLLM's engine core and worker, imported, idle."""
 
 
 class VllmOptions(ConfigStruct, frozen=True):
@@ -27,6 +30,7 @@ class VllmOptions(ConfigStruct, frozen=True):
     engine_args: dict[str, Any] = msgspec.field(default_factory=dict)
     max_queued_per_model: Annotated[int, msgspec.Meta(ge=0)] = 64
     drain_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    spare_memory_mb: Annotated[int, msgspec.Meta(ge=0)] = SPARE_MEMORY_MB
 
     config_paths: ClassVar[tuple[str, ...]] = ("model_dirs", "hf_cache")
 

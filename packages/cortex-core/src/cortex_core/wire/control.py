@@ -65,6 +65,7 @@ class Discovery(msgspec.Struct, kw_only=True, frozen=True):
     harnesses: list[str] = msgspec.field(default_factory=list)
     devices: list[Device] = msgspec.field(default_factory=list)
     gpu_unavailable_reason: str | None = None
+    spare_memory_mb: int = 0
 
 
 class DeviceHealth(msgspec.Struct, kw_only=True, frozen=True):

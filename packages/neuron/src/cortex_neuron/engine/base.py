@@ -22,7 +22,7 @@ import msgspec
 
 from cortex_core.wire.control import DeviceKind, TokenizeRequest
 
-__all__ = ["Answer", "Engine", "EnginePlan", "EngineStarter", "EngineStats"]
+__all__ = ["Answer", "Engine", "EnginePlan", "EngineStarter", "EngineStats", "Warmer"]
 
 Answer = bytes | AsyncIterator[bytes]
 """A whole JSON response body, or the SSE events of a stream."""
@@ -63,6 +63,9 @@ class EngineStats(msgspec.Struct, kw_only=True, frozen=True):
 class Engine(Protocol):
     """One loaded model, serving OpenAI requests."""
 
+    load_phases: dict[str, float]
+    """Where its load's seconds went, by phase (vLLM's: ``import``, ``engine``, ``serving``)."""
+
     @property
     def max_model_len(self) -> int:
         """The context length it serves."""
@@ -100,3 +103,18 @@ class Engine(Protocol):
 
 EngineStarter = Callable[[EnginePlan], Awaitable[Engine]]
 """Starts an engine for a plan (this can take minutes); raises CortexError when it cannot."""
+
+
+class Warmer(Protocol):
+    """What readies an engine starter ahead of its first load, from the neuron's start-up."""
+
+    memory_mb: int
+    """The host memory what :meth:`warm` starts may hold (``/discovery``'s ``spare_memory_mb``)."""
+
+    async def warm(self, kind: DeviceKind) -> None:
+        """Pay now what no model's load depends on (in the background; it may take seconds)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop what :meth:`warm` started."""
+        ...

@@ -51,6 +51,7 @@ class FakeEngine:
         self.token_delay = token_delay
         self.first_token_delay = first_token_delay
         self.running: set[str] = set()
+        self.load_phases: dict[str, float] = {}
         self.shut_down = False
         self._concurrency = concurrency
         self._dead: str | None = None
@@ -192,10 +193,12 @@ class FakeStarter:
     async def __call__(self, plan: EnginePlan) -> FakeEngine:
         """Start one engine."""
         self.plans.append(plan)
+        started = time.monotonic()
         await asyncio.sleep(self.load_delay)
         if self.fail is not None:
             raise self.fail
         engine = FakeEngine(plan, **self.engine_options)
+        engine.load_phases = {"engine": time.monotonic() - started}
         self.engines[plan.model_id] = engine
         return engine
 

@@ -17,39 +17,52 @@ import multiprocessing.spawn
 import multiprocessing.util
 import os
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psutil
 
-__all__ = ["alive", "cmdline", "own_process_group", "reap", "spawn_main"]
+__all__ = ["Take", "alive", "cmdline", "own_process_group", "reap", "spawn_main"]
 
 logger = logging.getLogger(__name__)
 
 
+Take = Callable[[bytes, Sequence[str | bytes], Sequence[int]], int | None]
+"""Serves a spawn (multiprocessing's path, arguments, fds to pass) with a process already
+running and returns its pid, or ``None`` to spawn afresh (a warm spare's ``take``)."""
+
+_PARENT_POLL_S = 1.0
 _MULTIPROCESSING_ENTRY = "from multiprocessing.spawn import spawn_main; spawn_main("
 _ENTRY = f"from {__name__} import spawn_main; spawn_main("
 
 
 @contextlib.contextmanager
-def own_process_group() -> Iterator[None]:
-    """Spawn the processes multiprocessing starts meanwhile in a new process group."""
+def own_process_group(take: Take | None = None) -> Iterator[None]:
+    """Spawn the processes multiprocessing starts meanwhile in a new process group.
+
+    ``take`` may serve a spawn with a warm spare (whose group is already its own).
+    """
     original = multiprocessing.util.spawnv_passfds
-    multiprocessing.util.spawnv_passfds = _spawner(new_group=True)
+    multiprocessing.util.spawnv_passfds = _spawner(new_group=True, take=take)
     try:
         yield
     finally:
         multiprocessing.util.spawnv_passfds = original
 
 
-def spawn_main(**kwargs: Any) -> None:
+def spawn_main(take: Take | None = None, **kwargs: Any) -> None:
     """A spawned engine process: multiprocessing's entry, then an exit without finalization.
 
     What the process started runs to its end as usual, multiprocessing's finalizers included,
     and so do the ``atexit`` handlers (logging's flush among them); only the interpreter's
-    teardown of its modules is skipped. Its own children (vLLM's worker) exit the same way.
+    teardown of its modules is skipped. Its own children (vLLM's worker) exit the same way, and
+    ``take`` may serve their spawn with a spare. It dies with its parent: an engine core whose
+    neuron was killed would otherwise spin on, orphaned, holding its memory (vLLM's does).
     """
-    multiprocessing.util.spawnv_passfds = _spawner(new_group=False)
+    _die_with_parent()
+    multiprocessing.util.spawnv_passfds = _spawner(new_group=False, take=take)
     try:
         multiprocessing.spawn.spawn_main(**kwargs)
         code: object = 0
@@ -65,12 +78,26 @@ def spawn_main(**kwargs: Any) -> None:
     os._exit(code or 0)
 
 
-def _spawner(*, new_group: bool) -> Any:
+def _die_with_parent() -> None:
+    """Exit once this process's parent is gone (it is then adopted by another)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _spawner(*, new_group: bool, take: Take | None) -> Any:
     """A stand-in for multiprocessing's ``spawnv_passfds`` that enters :func:`spawn_main`."""
 
-    def spawn(path: bytes, args: list[str | bytes], passfds: Any) -> int:
+    def spawn(path: bytes, args: list[str | bytes], passfds: Sequence[int]) -> int:
         # multiprocessing hands the executable as bytes, the code to run as a string
         args = [_entered(arg) for arg in args]
+        if take is not None and (pid := take(path, args, passfds)) is not None:
+            return pid
         fds = sorted(set(map(int, passfds)))
         for fd in fds:
             os.set_inheritable(fd, True)

@@ -11,6 +11,8 @@ here change between releases, and the engine-marked tests fail when an upgrade b
 - The engine's processes are started in a process group of their own (:mod:`.processes`), so
   that a Ctrl-C (a SIGINT to the terminal's whole group) reaches the neuron only, which then
   drains and shuts the engines down itself.
+- :func:`warm` imports vLLM ahead of the first load and arms a warm spare (:mod:`.spare`): the
+  engine core and its worker, already imported, for the next load; armed again after each.
 - ``memory_mb`` becomes ``gpu_memory_utilization`` per device on a GPU, and the KV cache size
   (``memory_mb`` less the weights) on the CPU build, so that several models share a device.
 - ``max_tokens`` larger than the context left after the prompt is lowered to fit; a request with
@@ -25,6 +27,7 @@ import functools
 import json
 import logging
 import os
+import time
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -45,12 +48,13 @@ from cortex_core.errors import (
     ServiceUnavailableError,
     UnsupportedModelError,
 )
-from cortex_core.wire.control import TokenizeRequest
+from cortex_core.wire.control import DeviceKind, TokenizeRequest
 from cortex_neuron.engine.base import Answer, EnginePlan, EngineStats
 from cortex_neuron.engine.processes import alive, cmdline, own_process_group, reap
+from cortex_neuron.engine.spare import CORE_MODULES, WORKER_MODULES, Spares
 from cortex_neuron.engine.vllm_responses import ResponsesServing
 
-__all__ = ["VllmEngine", "start"]
+__all__ = ["VllmEngine", "close", "start", "warm"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ _MIB = 1024 * 1024
 _PROMPT_TOO_LONG = frozenset({"input_tokens", "input_text"})
 _SHUTDOWN_TIMEOUT_S = 20.0
 _build_lock = asyncio.Lock()
+_spares: Spares | None = None
 
 
 @functools.cache
@@ -69,6 +74,7 @@ def _vllm(allow_download: bool) -> types.SimpleNamespace:
     if not allow_download:
         os.environ["HF_HUB_OFFLINE"] = "1"
     from pydantic import ValidationError
+    from vllm.config import VllmConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
@@ -104,36 +110,77 @@ def _vllm(allow_download: bool) -> types.SimpleNamespace:
         TokenizeCompletionRequest=TokenizeCompletionRequest,
         ValidationError=ValidationError,
         VLLMValidationError=VLLMValidationError,
+        VllmConfig=VllmConfig,
     )
+
+
+def warm(allow_download: bool, kind: DeviceKind, spare_mb: int) -> None:
+    """Import vLLM, then arm a spare for the first load, when ``spare_mb`` allows one.
+
+    Blocks for seconds: call it from a worker thread, before any load.
+    """
+    global _spares
+    v = _vllm(allow_download)
+    if spare_mb and _spares is None:
+        # vLLM's platform sets the engine processes' environment (LD_PRELOAD of tcmalloc and
+        # torch's libgomp on the CPU build) while it builds a config; a spare started before
+        # could not take it on
+        v.VllmConfig()
+        _spares = Spares([CORE_MODULES, WORKER_MODULES[kind]], spare_mb)
+        _spares.arm()
+
+
+def close() -> None:
+    """Stop the spare (the engines are the lifecycle's to stop)."""
+    if _spares is not None:
+        _spares.stop()
 
 
 async def start(plan: EnginePlan) -> "VllmEngine":
     """Build and start an engine for ``plan``; it serves when this returns.
 
+    The spare :func:`warm` armed serves its processes, and another is armed after the build.
+
     Raises:
         CortexError: the load's failure, classified as DESIGN §3's table says.
     """
+    started = time.monotonic()
     v = await asyncio.to_thread(_vllm, plan.allow_download)
+    phases = {"import": time.monotonic() - started}
     async with _build_lock:
-        llm, pids = await asyncio.to_thread(_build, v, plan)
-    return VllmEngine(v, llm, pids, plan)
+        try:
+            llm, pids = await asyncio.to_thread(_build, v, plan, phases)
+        finally:
+            if _spares is not None:
+                await asyncio.to_thread(_spares.arm)
+    built = time.monotonic()
+    engine = VllmEngine(v, llm, pids, plan)
+    phases["serving"] = time.monotonic() - built
+    engine.load_phases = phases
+    return engine
 
 
-def _build(v: Any, plan: EnginePlan) -> tuple[Any, list[int]]:
+def _build(v: Any, plan: EnginePlan, phases: dict[str, float]) -> tuple[Any, list[int]]:
     try:
         args = v.AsyncEngineArgs(**_engine_args(plan))
     except (TypeError, ValueError, v.ValidationError) as exc:
         raise InvalidSpecError(f"vLLM refused the engine arguments: {exc}") from exc
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    spares = _spares
+    waiting = spares.pids() if spares is not None else set()
+    before = {p.pid for p in psutil.Process().children(recursive=True)} - waiting
+    started = time.monotonic()
     try:
-        with _device_visibility(plan), own_process_group():
+        take = spares.take if spares is not None else None
+        with _device_visibility(plan), own_process_group(take=take):
             llm = v.AsyncLLM.from_engine_args(args)
     except Exception as exc:  # every failure becomes one of DESIGN §3's codes
         raise _load_error(exc) from exc
+    phases["engine"] = time.monotonic() - started
+    unused = spares.pids() if spares is not None else set()  # a spare passed over
     pids = [
         p.pid
         for p in psutil.Process().children(recursive=True)
-        if p.pid not in before and "resource_tracker" not in " ".join(cmdline(p))
+        if p.pid not in before | unused and "resource_tracker" not in " ".join(cmdline(p))
     ]
     return llm, pids
 
@@ -197,6 +244,7 @@ class VllmEngine:
         self._v = v
         self._llm = llm
         self._pids = pids
+        self.load_phases: dict[str, float] = {}
         self._tool_parser = plan.tool_call_parser
         template = plan.chat_template
         models = v.OpenAIServingModels(
