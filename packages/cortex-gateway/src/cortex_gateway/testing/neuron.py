@@ -28,6 +28,7 @@ from cortex_core.errors import (
     AuthenticationError,
     CortexError,
     EngineError,
+    InvalidRequestError,
     ShuttingDownError,
 )
 from cortex_core.ids import check_model_id
@@ -253,6 +254,8 @@ class FakeNeuron(FakeLifecycle):
 
     async def _tokenize(self, request: web.Request) -> web.Response:
         body: TokenizeRequest = envelopes.decode(await request.read(), TokenizeRequest)
+        if body.messages is None and body.prompt is None:
+            raise InvalidRequestError("`messages` or `prompt` is required", param="messages")
         self.tokenized.append(body)
         model = self.serving(check_model_id(body.model))
         return _json(
