@@ -19,6 +19,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from cortex_neuron.testing import fake_model
+
+NEURON_TOKEN = "neuron-token"
+DOUBLE_TOKEN = "double-token"
+KEYS = {"client": "client-key", "admin": "admin-key", "wrong": "wrong-key-presented"}
+
 _LISTENING = {
     "gateway": re.compile(r"cortex gateway on (http://\S+), metrics on (http://\S+)/metrics"),
     "neuron": re.compile(r"listening on (http://\S+)()"),
@@ -82,6 +90,74 @@ def running(kind: str, args: list[str], log: Path) -> Iterator[Daemon]:
 def gateway_args(config: Path) -> list[str]:
     """`cortex serve`'s flags: the config, free loopback ports."""
     return ["--config", str(config), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]
+
+
+@dataclass
+class Stack:
+    gateway: Daemon
+    neuron: Daemon
+    double: Daemon
+
+
+def _model_dir(root: Path) -> Path:
+    """`org/a`, `org/b`, and links a client must not be able to load through."""
+    models = root / "models"
+    for model_id in ("org/a", "org/b"):
+        fake_model(models, model_id)
+    outside = fake_model(root / "elsewhere", "org/secret")
+    (models / "org" / "linked").symlink_to(outside)
+    (models / "org" / "config-linked").mkdir()
+    (models / "org" / "config-linked" / "config.json").symlink_to(outside / "config.json")
+    (models / "escape").symlink_to(outside.parent)
+    (models / "org" / "empty").mkdir()
+    return models
+
+
+@contextmanager
+def serving_stack(root: Path) -> Iterator[Stack]:
+    """One `cortex serve` (keys configured) over two nodes: the gateway's test double (d1,
+    `org/a` loaded) and the neuron's own serve on its fake engine (n1, `org/b` loaded)."""
+    (root / "neuron.toml").write_text(
+        f'host = "127.0.0.1"\nport = 0\nauth_token = "{NEURON_TOKEN}"\n'
+        f'[harness.vllm]\nmodel_dirs = ["{_model_dir(root)}"]\nhf_cache = "{root / "hf"}"\n'
+        "cpu_memory_mb = 4000\ndefault_memory_mb = 500\n",
+        encoding="utf-8",
+    )
+    neuron_args = ["-c", str(root / "neuron.toml")]
+    double_args = ["--token", DOUBLE_TOKEN, "--loaded", "org/a"]
+    with (
+        running("neuron", neuron_args, root / "neuron.log") as neuron,
+        running("double", double_args, root / "double.log") as double,
+    ):
+        headers = {"Authorization": f"Bearer {NEURON_TOKEN}"}
+        loaded = httpx.post(
+            neuron.url + "/models/load", json={"model_id": "org/b"}, headers=headers
+        )
+        assert loaded.status_code == 200, loaded.text
+        (root / "models.toml").write_text(
+            '[[models]]\nid = "org/a"\n[[models]]\nid = "org/b"\n', encoding="utf-8"
+        )
+        (root / "cortex.toml").write_text(
+            'models_config = "models.toml"\n'
+            "[gateway]\npoll_interval_s = 0.2\nmax_body_bytes = 65536\n"
+            f"[auth]\napi_keys = ['{KEYS['client']}']\nadmin_keys = ['{KEYS['admin']}']\n"
+            f'[[neurons]]\nname = "n1"\nendpoint = "{neuron.url}"\ntoken = "{NEURON_TOKEN}"\n'
+            f'[[neurons]]\nname = "d1"\nendpoint = "{double.url}"\ntoken = "{DOUBLE_TOKEN}"\n',
+            encoding="utf-8",
+        )
+        with running("gateway", gateway_args(root / "cortex.toml"), root / "gateway.log") as gw:
+            _wait_for_models(gw.url, {"org/a", "org/b"})
+            yield Stack(gw, neuron, double)
+
+
+def _wait_for_models(url: str, wanted: set[str]) -> None:
+    headers = {"Authorization": f"Bearer {KEYS['client']}"}
+    for _ in range(500):
+        listed = httpx.get(url + "/v1/models", headers=headers).json()["data"]
+        if wanted <= {m["id"] for m in listed if m["locations"]}:
+            return
+        httpx.get(url + "/health")  # a short pause that also proves the gateway answers
+    raise AssertionError(f"the gateway never listed {wanted}")
 
 
 def _neuron(config: Path) -> None:

@@ -1,17 +1,14 @@
 """Bad input against both daemons as their own processes (issue 14): the corpus under corpus/,
 one case a request, and a fuzz of request bodies.
 
-One `cortex serve` fronts two nodes: the gateway's test double (node d1, `org/a` loaded) and a
-real `neuron serve` on its fake engine (node n1, `org/b` loaded), so an OpenAI body the gateway
-passes on is judged by the neuron as vLLM would. The neuron's model dir holds symlink traps.
-Every answer must be the case's status in the route's envelope (OpenAI, or Anthropic on
-`/v1/messages*`), never a traceback, and the daemon must still answer `/health` afterwards with
-no traceback in its log.
+The stack is :func:`daemons.serving_stack`: an OpenAI body the gateway passes on is judged by
+the neuron as vLLM would; the neuron's model dir holds symlink traps. Every answer must be the
+case's status in the route's envelope (OpenAI, or Anthropic on `/v1/messages*`), never a
+traceback, and the daemon must still answer `/health` afterwards with no traceback in its log.
 """
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,83 +16,18 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cortex_neuron.testing import fake_model
-
-from .daemons import Daemon, gateway_args, running
+from .daemons import KEYS, NEURON_TOKEN, Daemon, Stack, serving_stack
 
 pytestmark = pytest.mark.timeout(120)
 
 CORPUS = Path(__file__).parent / "corpus"
-NEURON_TOKEN = "neuron-token"
-KEYS = {"client": "client-key", "admin": "admin-key", "wrong": "not-a-key"}
 OPENAI_ERROR = {"message", "type", "code", "param"}
-
-
-@dataclass
-class Stack:
-    gateway: Daemon
-    neuron: Daemon
-    double: Daemon
-
-
-def _model_dir(root: Path) -> Path:
-    """`org/a`, `org/b`, and links a client must not be able to load through."""
-    models = root / "models"
-    for model_id in ("org/a", "org/b"):
-        fake_model(models, model_id)
-    outside = fake_model(root / "elsewhere", "org/secret")
-    (models / "org" / "linked").symlink_to(outside)
-    (models / "org" / "config-linked").mkdir()
-    (models / "org" / "config-linked" / "config.json").symlink_to(outside / "config.json")
-    (models / "escape").symlink_to(outside.parent)
-    (models / "org" / "empty").mkdir()
-    return models
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("stack")
-    (root / "neuron.toml").write_text(
-        f'host = "127.0.0.1"\nport = 0\nauth_token = "{NEURON_TOKEN}"\n'
-        f'[harness.vllm]\nmodel_dirs = ["{_model_dir(root)}"]\nhf_cache = "{root / "hf"}"\n'
-        "cpu_memory_mb = 4000\ndefault_memory_mb = 500\n",
-        encoding="utf-8",
-    )
-    neuron_args = ["-c", str(root / "neuron.toml")]
-    double_args = ["--token", "double-token", "--loaded", "org/a"]
-    with (
-        running("neuron", neuron_args, root / "neuron.log") as neuron,
-        running("double", double_args, root / "double.log") as double,
-    ):
-        headers = {"Authorization": f"Bearer {NEURON_TOKEN}"}
-        loaded = httpx.post(
-            neuron.url + "/models/load", json={"model_id": "org/b"}, headers=headers
-        )
-        assert loaded.status_code == 200, loaded.text
-        (root / "models.toml").write_text(
-            '[[models]]\nid = "org/a"\n[[models]]\nid = "org/b"\n', encoding="utf-8"
-        )
-        (root / "cortex.toml").write_text(
-            'models_config = "models.toml"\n'
-            "[gateway]\npoll_interval_s = 0.2\nmax_body_bytes = 65536\n"
-            f"[auth]\napi_keys = ['{KEYS['client']}']\nadmin_keys = ['{KEYS['admin']}']\n"
-            f'[[neurons]]\nname = "n1"\nendpoint = "{neuron.url}"\ntoken = "{NEURON_TOKEN}"\n'
-            f'[[neurons]]\nname = "d1"\nendpoint = "{double.url}"\ntoken = "double-token"\n',
-            encoding="utf-8",
-        )
-        with running("gateway", gateway_args(root / "cortex.toml"), root / "gateway.log") as gw:
-            _wait_for_models(gw.url, {"org/a", "org/b"})
-            yield Stack(gw, neuron, double)
-
-
-def _wait_for_models(url: str, wanted: set[str]) -> None:
-    headers = {"Authorization": f"Bearer {KEYS['client']}"}
-    for _ in range(500):
-        listed = httpx.get(url + "/v1/models", headers=headers).json()["data"]
-        if wanted <= {m["id"] for m in listed if m["locations"]}:
-            return
-        httpx.get(url + "/health")  # a short pause that also proves the gateway answers
-    raise AssertionError(f"the gateway never listed {wanted}")
+    with serving_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
 
 
 def _cases() -> list[Any]:
