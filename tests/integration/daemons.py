@@ -42,6 +42,7 @@ class Daemon:
     url: str
     metrics_url: str
     log: Path
+    env: dict[str, str]
 
     def text(self) -> str:
         """Its log so far."""
@@ -54,37 +55,27 @@ class Daemon:
         return self.process.wait(within)
 
 
-def spawn(kind: str, args: list[str], log: Path) -> Daemon:
-    """Start ``kind`` (gateway, neuron, double) and return once its log says where it listens."""
+def spawn(kind: str, args: list[str], log: Path, env: dict[str, str] | None = None) -> Daemon:
+    """Start ``kind`` (gateway, neuron, double) and return once its log says where it listens;
+    ``env``: variables added to its environment."""
     script = ["-m", "cortex_cli", "serve"] if kind == "gateway" else [__file__, kind]
     start = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, *script, *args], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, *script, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},  # noqa: TID251 - the daemon's, passed on
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if match := _LISTENING[kind].search(log.read_bytes()[start:].decode(errors="replace")):
-            return Daemon(process, match[1], match[2], log)
+            return Daemon(process, match[1], match[2], log, env or {})
         if process.poll() is not None:
             break
         time.sleep(0.02)
     process.kill()
     raise AssertionError(f"{kind} did not start: {log.read_text(errors='replace')}")
-
-
-@contextmanager
-def running(kind: str, args: list[str], log: Path) -> Iterator[Daemon]:
-    """:func:`spawn`, stopped (SIGKILL if SIGTERM is not enough) when the block ends."""
-    daemon = spawn(kind, args, log)
-    try:
-        yield daemon
-    finally:
-        try:
-            daemon.stop(within=15)
-        except subprocess.TimeoutExpired:
-            daemon.process.kill()
-            daemon.process.wait()
 
 
 def gateway_args(config: Path) -> list[str]:
@@ -94,9 +85,39 @@ def gateway_args(config: Path) -> list[str]:
 
 @dataclass
 class Stack:
+    """The daemons of :func:`serving_stack`; a test may kill and restart them."""
+
+    root: Path
     gateway: Daemon
     neuron: Daemon
     double: Daemon
+
+    def start_neuron(self) -> None:
+        """(Re)start the neuron on the port it had (the gateway's config names it)."""
+        self.neuron.process.wait(15)  # the old one has exited (killed or stopped)
+        port = self.neuron.url.rsplit(":", 1)[1]
+        self.neuron = spawn(
+            "neuron",
+            ["-c", str(self.root / "neuron.toml"), "--port", port],
+            self.root / "neuron.log",
+            self.neuron.env,
+        )
+
+    def start_gateway(self) -> None:
+        """(Re)start `cortex serve` (new ports) and wait until it lists both nodes' models."""
+        self.gateway = spawn(
+            "gateway", gateway_args(self.root / "cortex.toml"), self.root / "gateway.log"
+        )
+        _wait_for_models(self.gateway.url, {"org/a", "org/b"})
+
+    def stop(self) -> None:
+        """Stop every daemon still running (SIGKILL if SIGTERM is not enough)."""
+        for daemon in (self.gateway, self.neuron, self.double):
+            try:
+                daemon.stop(within=15)
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()
+                daemon.process.wait()
 
 
 def _model_dir(root: Path) -> Path:
@@ -114,53 +135,51 @@ def _model_dir(root: Path) -> Path:
 
 
 @contextmanager
-def serving_stack(root: Path) -> Iterator[Stack]:
+def serving_stack(root: Path, token_delay: float = 0.0) -> Iterator[Stack]:
     """One `cortex serve` (keys configured) over two nodes: the gateway's test double (d1,
-    `org/a` loaded) and the neuron's own serve on its fake engine (n1, `org/b` loaded)."""
+    `org/a` loaded) and the neuron's own serve on its fake engine (n1, `org/b` preloaded, each
+    token ``token_delay`` seconds)."""
     (root / "neuron.toml").write_text(
         f'host = "127.0.0.1"\nport = 0\nauth_token = "{NEURON_TOKEN}"\n'
         f'[harness.vllm]\nmodel_dirs = ["{_model_dir(root)}"]\nhf_cache = "{root / "hf"}"\n'
-        "cpu_memory_mb = 4000\ndefault_memory_mb = 500\n",
+        "cpu_memory_mb = 4000\ndefault_memory_mb = 500\n"
+        '[[default_models]]\nmodel_id = "org/b"\n',
         encoding="utf-8",
     )
-    neuron_args = ["-c", str(root / "neuron.toml")]
-    double_args = ["--token", DOUBLE_TOKEN, "--loaded", "org/a"]
-    with (
-        running("neuron", neuron_args, root / "neuron.log") as neuron,
-        running("double", double_args, root / "double.log") as double,
-    ):
-        headers = {"Authorization": f"Bearer {NEURON_TOKEN}"}
-        loaded = httpx.post(
-            neuron.url + "/models/load", json={"model_id": "org/b"}, headers=headers
-        )
-        assert loaded.status_code == 200, loaded.text
-        (root / "models.toml").write_text(
-            '[[models]]\nid = "org/a"\n[[models]]\nid = "org/b"\n', encoding="utf-8"
-        )
-        (root / "cortex.toml").write_text(
-            'models_config = "models.toml"\n'
-            "[gateway]\npoll_interval_s = 0.2\nmax_body_bytes = 65536\n"
-            f"[auth]\napi_keys = ['{KEYS['client']}']\nadmin_keys = ['{KEYS['admin']}']\n"
-            f'[[neurons]]\nname = "n1"\nendpoint = "{neuron.url}"\ntoken = "{NEURON_TOKEN}"\n'
-            f'[[neurons]]\nname = "d1"\nendpoint = "{double.url}"\ntoken = "{DOUBLE_TOKEN}"\n',
-            encoding="utf-8",
-        )
-        with running("gateway", gateway_args(root / "cortex.toml"), root / "gateway.log") as gw:
-            _wait_for_models(gw.url, {"org/a", "org/b"})
-            yield Stack(gw, neuron, double)
+    env = {"FAKE_TOKEN_DELAY": str(token_delay)}
+    neuron = spawn("neuron", ["-c", str(root / "neuron.toml")], root / "neuron.log", env)
+    double = spawn("double", ["--token", DOUBLE_TOKEN, "--loaded", "org/a"], root / "double.log")
+    (root / "models.toml").write_text(
+        '[[models]]\nid = "org/a"\n[[models]]\nid = "org/b"\n', encoding="utf-8"
+    )
+    (root / "cortex.toml").write_text(
+        'models_config = "models.toml"\n'
+        "[gateway]\npoll_interval_s = 0.2\nmax_body_bytes = 65536\n"
+        f"[auth]\napi_keys = ['{KEYS['client']}']\nadmin_keys = ['{KEYS['admin']}']\n"
+        f'[[neurons]]\nname = "n1"\nendpoint = "{neuron.url}"\ntoken = "{NEURON_TOKEN}"\n'
+        f'[[neurons]]\nname = "d1"\nendpoint = "{double.url}"\ntoken = "{DOUBLE_TOKEN}"\n',
+        encoding="utf-8",
+    )
+    stack = Stack(root, double, neuron, double)  # the gateway's place, until it starts
+    try:
+        stack.start_gateway()
+        yield stack
+    finally:
+        stack.stop()
 
 
 def _wait_for_models(url: str, wanted: set[str]) -> None:
     headers = {"Authorization": f"Bearer {KEYS['client']}"}
     for _ in range(500):
         listed = httpx.get(url + "/v1/models", headers=headers).json()["data"]
-        if wanted <= {m["id"] for m in listed if m["locations"]}:
+        loaded = {m["id"] for m in listed if {"loaded"} & {s["status"] for s in m["locations"]}}
+        if wanted <= loaded:
             return
         httpx.get(url + "/health")  # a short pause that also proves the gateway answers
-    raise AssertionError(f"the gateway never listed {wanted}")
+    raise AssertionError(f"the gateway never listed {wanted} loaded")
 
 
-def _neuron(config: Path) -> None:
+def _neuron(config: Path, port: int | None) -> None:
     from cortex_core.config import NeuronConfig, load
     from cortex_core.logging import configure
     from cortex_neuron.app import build_context
@@ -174,7 +193,8 @@ def _neuron(config: Path) -> None:
         def nvmlInit(self) -> None:
             raise self.NVMLError("no NVML on this test host")
 
-    neuron = load(NeuronConfig, config, env_prefix="NEURON", overrides={})
+    overrides = {} if port is None else {"port": port}
+    neuron = load(NeuronConfig, config, env_prefix="NEURON", overrides=overrides)
     configure("INFO", "text")
     delay = float(os.environ.get("FAKE_TOKEN_DELAY", "0"))  # noqa: TID251 - the test's knob
     ctx = build_context(neuron, FakeStarter(token_delay=delay), nvml=NoGpu())
@@ -196,11 +216,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=["neuron", "double"])
     parser.add_argument("-c", "--config", type=Path)
+    parser.add_argument("--port", type=int)
     parser.add_argument("--token", default="")
     parser.add_argument("--models", nargs="*", default=[])
     parser.add_argument("--loaded", nargs="*", default=[])
     ns = parser.parse_args()
     if ns.kind == "neuron":
-        _neuron(ns.config)
+        _neuron(ns.config, ns.port)
     else:
         asyncio.run(_double(ns.token, ns.models, ns.loaded))
