@@ -21,7 +21,9 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 from serving import cortex_serve
 
-from cortex_core.config import NeuronPeer
+from cortex_core import encode
+from cortex_core.config import ModelsConfig, NeuronPeer
+from cortex_gateway.fleet.catalogue import Catalogue
 from cortex_gateway.fleet.node import Node
 from cortex_gateway.fleet.poller import Poller
 from cortex_gateway.metrics import Metrics
@@ -36,7 +38,7 @@ def p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
-async def poll_cycles(fakes: list[FakeNeuron], cycles: int) -> list[float]:
+async def poll_cycles(fakes: list[FakeNeuron], cycles: int) -> tuple[list[float], list[Node]]:
     """Seconds each full cycle of the gateway's poller took over every node (all at once)."""
     nodes = [Node(NeuronPeer(name=f"n{i}", endpoint=f.url)) for i, f in enumerate(fakes)]
     times = []
@@ -47,6 +49,17 @@ async def poll_cycles(fakes: list[FakeNeuron], cycles: int) -> list[float]:
             await poller.poll_all()
             times.append(time.perf_counter() - began)
     assert all(n.up for n in nodes)
+    return times, nodes
+
+
+def listing(nodes: list[Node], count: int) -> list[float]:
+    """Seconds to build and encode ``/v1/models`` in this process, away from any HTTP."""
+    catalogue = Catalogue(ModelsConfig(), nodes)
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        encode(catalogue.model_list())
+        times.append(time.perf_counter() - began)
     return times
 
 
@@ -129,7 +142,8 @@ async def main(args: argparse.Namespace) -> None:
         await fake.start()
         fakes.append(fake)
     try:
-        cycles = await poll_cycles(fakes, args.cycles)
+        cycles, nodes = await poll_cycles(fakes, args.cycles)
+        built = listing(nodes, args.requests)
         work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
         peers = "".join(
             f'[[neurons]]\nname = "n{i}"\nendpoint = "{f.url}"\n' for i, f in enumerate(fakes)
@@ -156,6 +170,10 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"| `/v1/models` ({len(models)} GETs) | {p(models, 50) * ms:.2f} ms | "
         f"{p(models, 99) * ms:.2f} ms | ≤ 5 ms p99 |"
+    )
+    print(
+        f"| `/v1/models` built and encoded, no HTTP ({len(built)} times) | "
+        f"{p(built, 50) * ms:.2f} ms | {p(built, 99) * ms:.2f} ms | - |"
     )
     print(
         f"| `/fleet` ({len(fleet)} GETs) | {p(fleet, 50) * ms:.2f} ms | "
