@@ -75,22 +75,25 @@ def test_every_gateway_route_refuses_a_missing_or_wrong_key(
     assert wrong_x_api_key.status_code == 401
 
 
-ADMIN = [r for r in GATEWAY if r[1].startswith("/admin/")]
+ADMIN = [
+    (method, path.replace("{action}", action))
+    for method, path in GATEWAY
+    if path.startswith("/admin/")
+    for action in (("cordon", "uncordon", "drain") if "{action}" in path else ("",))
+]
 
 
-@pytest.mark.parametrize("action", ["cordon", "uncordon", "drain"])
 @pytest.mark.parametrize(("method", "path"), ADMIN, ids=[p for _, p in ADMIN])
-def test_a_client_key_is_refused_on_admin_routes(
-    stack: Stack, method: str, path: str, action: str
-) -> None:
+def test_a_client_key_is_refused_on_admin_routes(stack: Stack, method: str, path: str) -> None:
     """The status page's buttons are these routes: a client key may see the page, not act."""
-    url = stack.gateway.url + path.replace("{name}", "n1").replace("{action}", action)
-    body = {"model": "org/a"}
-    refused = httpx.request(method, url, json=body, headers={"x-api-key": KEYS["client"]})
+    url = stack.gateway.url + path.replace("{name}", "n1")
+    refused = httpx.request(
+        method, url, json={"model": "org/a"}, headers={"x-api-key": KEYS["client"]}
+    )
     assert refused.status_code == 403, refused.text
     assert check_envelope(refused, anthropic=False)["type"] == "permission_error"
     state = httpx.get(stack.gateway.url + "/fleet", headers={"x-api-key": KEYS["client"]}).json()
-    assert [n["draining"] for n in state["nodes"]] == [False, False]  # nothing was done
+    assert not [n for n in state["nodes"] if n["cordoned"] or n["draining"]]  # nothing was done
 
 
 @pytest.mark.parametrize(("method", "path"), NEURON, ids=[f"{m} {p}" for m, p in NEURON])
