@@ -296,7 +296,7 @@ def _well_formed(field: str, value: Any) -> bool:
         return (
             isinstance(value, list)
             and bool(value)
-            and all(isinstance(m, dict) and m.get("role") in _ROLES for m in value)
+            and all(isinstance(m, dict) and str(m.get("role")) in _ROLES for m in value)
         )
     if field == "prompt":
         return isinstance(value, str | list) and bool(value)
