@@ -411,6 +411,20 @@ def bench_gateway(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def bench_soak(session: nox.Session) -> None:
+    """500 streams for 60 s through `cortex serve` to fake neurons: docs/reliability.md."""
+    session.install(*editable(PACKAGES["cortex-cli"]), *pins("psutil"))
+    session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench_fleet(session: nox.Session) -> None:
+    """100 fake neurons x 10 models behind `cortex serve`: docs/reliability.md."""
+    session.install(*editable(PACKAGES["cortex-cli"]))
+    session.run("python", "benchmarks/fleet.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def bench_placement(session: nox.Session) -> None:
     """Placement benchmark (a trace simulator over decide()): see docs/benchmarks.md."""
     session.install(*editable(PACKAGES["cortex-gateway"]), "matplotlib")

@@ -298,6 +298,11 @@ async def test_an_engine_that_dies_fails_its_model_and_ends_its_stream_with_503(
     failed = await model(target)
     assert (failed["status"], failed["memory_mb"]) == ("failed", None)
     assert failed["error"]
+    target.slow_answers(0)
+    reloaded = await target.http.post("/models/load", json={"model_id": "org/a"})
+    assert reloaded.json()["model"]["status"] == "loaded"
+    answer = await target.http.post("/v1/chat/completions", json=chat(max_tokens=2))
+    assert answer.json()["choices"][0]["message"]["content"].split() == ["tok0", "tok1"]
 
 
 async def test_a_draining_neuron_refuses_loads_and_inference_with_503(target):

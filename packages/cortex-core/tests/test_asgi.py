@@ -187,6 +187,22 @@ def test_keys_are_compared_with_every_candidate():
     assert not asgi.key_among(b"a", ())
 
 
+def test_keys_are_compared_in_constant_time(monkeypatch):
+    """Every candidate goes through hmac.compare_digest (never ``==``), a match or not."""
+    import hmac
+
+    seen = []
+    original = hmac.compare_digest
+
+    def compare(a, b):
+        seen.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr("cortex_core.asgi.credentials.hmac.compare_digest", compare)
+    assert asgi.key_among(b"a", (b"a", b"b"))
+    assert seen == [(b"a", b"a"), (b"a", b"b")]
+
+
 def test_a_failed_stream_ends_with_the_error_then_done():
     event = asgi.error_event(RateLimitError("later"))
     assert event.startswith(b'data: {"error":{"message":"later"')

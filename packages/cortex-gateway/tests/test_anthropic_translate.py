@@ -37,6 +37,7 @@ def refused(request: Json) -> InvalidRequestError:
 
 
 BASE: Json = {"model": "m", "max_tokens": 10}
+ONE: list[Json] = [{"role": "user", "content": "hi"}]  # the least a request may carry
 
 
 def claude_code_request() -> Json:
@@ -232,7 +233,7 @@ def test_images_become_image_url_parts():
 )
 def test_tool_choice_maps_to_openai(choice: Json, expected: object):
     tools = [{"name": "f", "description": "does f", "input_schema": {"type": "object"}}]
-    body = sent({**BASE, "messages": [], "tools": tools, "tool_choice": choice})
+    body = sent({**BASE, "messages": ONE, "tools": tools, "tool_choice": choice})
     assert body["tool_choice"] == expected
     assert body["tools"][0]["function"]["description"] == "does f"
     assert "parallel_tool_calls" not in body
@@ -244,10 +245,10 @@ def test_parallel_tool_use_can_be_disabled_and_server_tools_are_left_out():
         {"name": "web_search", "type": "web_search_20250305"},
     ]
     choice = {"type": "any", "disable_parallel_tool_use": True}
-    body = sent({**BASE, "messages": [], "tools": tools, "tool_choice": choice})
+    body = sent({**BASE, "messages": ONE, "tools": tools, "tool_choice": choice})
     assert [t["function"]["name"] for t in body["tools"]] == ["f"]
     assert body["parallel_tool_calls"] is False
-    only_server = sent({**BASE, "messages": [], "tools": tools[1:], "tool_choice": choice})
+    only_server = sent({**BASE, "messages": ONE, "tools": tools[1:], "tool_choice": choice})
     assert "tools" not in only_server
     assert "tool_choice" not in only_server
 
@@ -301,9 +302,9 @@ def test_system_turns_as_strings_merge_too():
 @pytest.mark.parametrize(
     ("request_", "param"),
     [
-        ({"model": "m", "messages": []}, None),  # missing max_tokens: named in the message
+        ({"model": "m", "messages": ONE}, None),  # missing max_tokens: named in the message
         ({**BASE, "messages": "hi"}, "messages"),
-        ({**BASE, "max_tokens": "ten", "messages": []}, "max_tokens"),
+        ({**BASE, "max_tokens": "ten", "messages": ONE}, "max_tokens"),
         (
             {**BASE, "messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]},
             "messages[0].content[0].type",
@@ -340,7 +341,7 @@ def test_system_turns_as_strings_merge_too():
             "messages[0].content[0].type",
         ),
         (
-            {**BASE, "messages": [], "tools": [{"name": "f"}], "tool_choice": {"type": "tool"}},
+            {**BASE, "messages": ONE, "tools": [{"name": "f"}], "tool_choice": {"type": "tool"}},
             "tool_choice.name",
         ),
     ],
@@ -360,7 +361,7 @@ def chat_answer(message_: Json, finish: str = "stop", **extra: Any) -> bytes:
 
 
 def decoded(request: Json) -> MessagesRequest:
-    return decode(encode({**BASE, "messages": [], **request}), MessagesRequest)
+    return decode(encode({**BASE, "messages": ONE, **request}), MessagesRequest)
 
 
 def test_an_answer_with_text_tool_calls_and_reasoning_translates_back():
@@ -501,7 +502,7 @@ def test_a_prompt_over_the_context_reads_as_claude_code_expects(message_: str, e
 
 
 def test_a_neuron_refusal_comes_back_in_anthropics_envelope():
-    call = AnthropicCall(encode({**BASE, "messages": []}))
+    call = AnthropicCall(encode({**BASE, "messages": ONE}))
     limit = RateLimitError("queue full", retry_after=2)
     answer = call.refusal(Refusal(429, b"{}", "application/json", limit))
     assert answer.status == 429

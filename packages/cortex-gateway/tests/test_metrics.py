@@ -116,3 +116,17 @@ async def test_loads_unloads_nodes_and_devices(neuron, client):
         == 24000 * MIB
     )
     assert samples[("cortex_device_utilization_ratio", device)] == 0.1
+
+
+async def test_a_neuron_reporting_negative_usage_is_still_answered(neuron, client):
+    """The double answers `max_tokens: -3` with usage of -3 tokens (vLLM would refuse it): the
+    request is served and the token counters do not move backwards."""
+    async with running_gateway(fleet_config(neuron)) as gw:
+        answer = await client(gw.url).chat.completions.create(
+            model="org/a", messages=HI, max_tokens=-3
+        )
+        samples = await scrape(gw.metrics_url)
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens == -3
+    assert samples[("cortex_completion_tokens_total", A1)] == 0
+    assert samples[("cortex_prompt_tokens_total", A1)] == PROMPT_TOKENS

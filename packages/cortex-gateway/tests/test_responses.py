@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from cortex_core.config import AuthOptions, ModelProfile, ModelsConfig
-from cortex_core.errors import RateLimitError
+from cortex_core.errors import RateLimitError, UpstreamError
 from cortex_core.wire.inference import Usage
 from cortex_gateway.inference.responses import ResponsesCall, ResponsesRelay
 from cortex_gateway.testing import (
@@ -227,11 +227,12 @@ async def test_the_relay_reads_split_crlf_and_comment_events():
     assert relay.usage == Usage(prompt_tokens=2, completion_tokens=5, total_tokens=7)
 
 
-def test_a_whole_answer_without_usage_counts_nothing():
+def test_a_whole_answer_without_usage_counts_nothing_and_one_not_json_is_a_502():
+    """Issue 14: a 200 the client could not read is the neuron's failure, not passed on."""
     call = ResponsesCall(b'{"model": "org/a", "input": "hi"}')
-    answer, usage = call.answer(200, b"not json", "application/json")
-    assert (answer.body, usage) == (b"not json", None)
-    _, none = call.answer(200, b'{"id": "resp_1"}', "application/json")
-    assert none is None
+    with pytest.raises(UpstreamError, match="not its JSON"):
+        call.answer(200, b"not json", "application/json")
+    answer, none = call.answer(200, b'{"id": "resp_1"}', "application/json")
+    assert (answer.body, none) == (b'{"id": "resp_1"}', None)
     assert call.upstream_body("org/a") == b'{"model": "org/a", "input": "hi"}'
     assert not call.streaming

@@ -252,6 +252,7 @@ async def test_tokenize(loaded):
         ({"model": "ghost", "prompt": "x"}, 404, "model_not_found"),
         ({"model": "../x", "prompt": "x"}, 400, "invalid_model_id"),
         ({"prompt": "x"}, 400, "invalid_request"),
+        ({"model": "org/alpha"}, 400, "invalid_request"),
     ],
 )
 async def test_bad_tokenize(loaded, body, status, code):

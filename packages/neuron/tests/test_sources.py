@@ -59,3 +59,29 @@ def test_the_default_cache_is_the_users(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     snapshot = hf_entry(tmp_path / ".cache" / "huggingface" / "hub", "org/x")
     assert ModelSources((), "").resolve("org/x") == snapshot
+
+
+def test_a_symlink_out_of_the_roots_is_not_a_model(tmp_path):
+    """A model folder or config.json linked from outside is neither listed nor loadable; a link
+    that stays inside the root (the cache's blobs) is."""
+    outside = fake_model(tmp_path / "elsewhere", "org/secret")
+    root = tmp_path / "models"
+    fake_model(root, "org/real")
+    (root / "org" / "linked").symlink_to(outside)
+    config_only = root / "org" / "config-linked"
+    config_only.mkdir()
+    (config_only / "config.json").symlink_to(outside / "config.json")
+    (root / "escape").symlink_to(tmp_path / "elsewhere" / "org")
+    hub = tmp_path / "hf" / "hub"
+    snapshot = hf_entry(hub, "org/cached", config=False)
+    blob = hub / "models--org--cached" / "blobs" / "cfg"
+    blob.parent.mkdir()
+    blob.write_text("{}")
+    (snapshot / "config.json").symlink_to(Path("..", "..", "blobs", "cfg"))
+    leaky = hf_entry(hub, "org/leaky", config=False)
+    (leaky / "config.json").symlink_to(outside / "config.json")
+    sources = ModelSources((str(root),), str(tmp_path / "hf"))
+    assert sources.scan() == {"org/real": root / "org" / "real", "org/cached": snapshot}
+    for model_id in ("org/linked", "org/config-linked", "escape/secret", "org/leaky"):
+        assert sources.resolve(model_id) is None, model_id
+    assert sources.resolve("org/cached") == snapshot

@@ -57,9 +57,13 @@ class RequestSeries:
         self.metrics.request_errors.labels(self.model, self.node, kind).inc()
 
     def usage(self, prompt_tokens: int, completion_tokens: int) -> None:
-        """Add the token counts the neuron reported in ``usage``."""
-        self.prompt_tokens.inc(prompt_tokens)
-        self.completion_tokens.inc(completion_tokens)
+        """Add the token counts the neuron reported in ``usage``.
+
+        A broken neuron's negative count adds nothing: a counter never goes down, and the
+        request is not failed for it.
+        """
+        self.prompt_tokens.inc(max(prompt_tokens, 0))
+        self.completion_tokens.inc(max(completion_tokens, 0))
 
 
 class Metrics:

@@ -3,8 +3,9 @@
 :func:`bind` opens both sockets first, so a busy port is a clear error before anything starts
 and port 0 works (tests, ``--listen 127.0.0.1:0``). :func:`serve` hands Hypercorn a duplicate
 of each socket, runs the client app and the metrics app until ``shutdown_trigger`` returns,
-then finishes requests in flight for up to :data:`GRACEFUL_TIMEOUT_S`. Signals are the
-caller's (the CLI's) to turn into that trigger.
+then closes both listeners (new connections are refused) and finishes requests in flight for
+up to :data:`GRACEFUL_TIMEOUT_S`. Signals are the caller's (the CLI's) to turn into that
+trigger.
 """
 
 import asyncio
@@ -83,6 +84,27 @@ async def serve(
         for asgi, sock in apps:
             group.create_task(
                 serve_app(
-                    asgi, sock, shutdown_trigger, graceful_s=GRACEFUL_TIMEOUT_S, errorlog=errorlog
+                    asgi,
+                    sock,
+                    _closing(sock, shutdown_trigger),
+                    graceful_s=GRACEFUL_TIMEOUT_S,
+                    errorlog=errorlog,
                 )
             )
+
+
+def _closing(
+    sock: socket.socket, trigger: Callable[[], Awaitable[object]]
+) -> Callable[[], Awaitable[None]]:
+    """``trigger``, then close ``sock``.
+
+    Once Hypercorn closes its duplicate too, a new connection is refused at once (a load
+    balancer moves on) instead of waiting in the backlog of a socket nobody accepts on, while
+    the streams in flight finish.
+    """
+
+    async def wait() -> None:
+        await trigger()
+        sock.close()
+
+    return wait

@@ -13,7 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cortex_core import codec
-from cortex_core.errors import CortexError, RateLimitError, ShuttingDownError
+from cortex_core.errors import (
+    CortexError,
+    InvalidRequestError,
+    RateLimitError,
+    ShuttingDownError,
+)
 from cortex_core.ids import check_model_id
 from cortex_core.logging import request_id
 from cortex_core.wire.control import TokenizeRequest, TokenizeResponse
@@ -48,6 +53,8 @@ async def tokenize(request: Request) -> Response:
     """``POST /tokenize``: the token count of messages (with the chat template) or a prompt."""
     ctx = context(request)
     body = codec.decode(await request.body(), TokenizeRequest)
+    if body.messages is None and body.prompt is None:
+        raise InvalidRequestError("`messages` or `prompt` is required", param="messages")
     state = ctx.lifecycle.serving(check_model_id(body.model))
     assert state.engine is not None
     count = await state.engine.tokenize(body)

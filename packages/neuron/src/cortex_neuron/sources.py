@@ -3,8 +3,9 @@
 A folder ``<model_dir>/<org>/<name>`` (or ``<model_dir>/<name>``) holding a ``config.json`` is
 the model ``org/name`` (or ``name``); a Hugging Face cache entry ``models--org--name`` keeps its
 repository id. Ids are checked against the grammar before any path is built from them, and every
-path found stays inside its root, so a client can never name a path. Scanning blocks on the
-file system; the neuron runs it in a worker thread.
+path found stays inside its root, symlinks resolved (a folder or ``config.json`` linked from
+outside is not a model), so a client can never reach a path the operator did not put there.
+Scanning blocks on the file system; the neuron runs it in a worker thread.
 """
 
 from pathlib import Path
@@ -28,7 +29,7 @@ class ModelSources:
         for root in self._dirs:
             for config in sorted(root.glob("*/config.json")) + sorted(root.glob("*/*/config.json")):
                 model_id = config.parent.relative_to(root).as_posix()
-                if is_model_id(model_id):
+                if is_model_id(model_id) and _inside(config, root):
                     found.setdefault(model_id, config.parent)
         for entry in sorted(self._hub.glob("models--*")):
             model_id = entry.name.removeprefix("models--").replace("--", "/", 1)
@@ -41,19 +42,25 @@ class ModelSources:
         """The folder of ``model_id`` (a valid id), or ``None`` when it is not on this host."""
         for root in self._dirs:
             candidate = root / model_id
-            if (candidate / "config.json").is_file():
+            if (candidate / "config.json").is_file() and _inside(candidate / "config.json", root):
                 return candidate
         entry = self._hub / f"models--{model_id.replace('/', '--')}"
         return self._snapshot(entry)
 
-    @staticmethod
-    def _snapshot(entry: Path) -> Path | None:
+    def _snapshot(self, entry: Path) -> Path | None:
         """The snapshot ``refs/main`` points to, if it holds a ``config.json``."""
         try:
             revision = (entry / "refs" / "main").read_text().strip()
         except OSError:
             return None
         snapshot = entry / "snapshots" / revision
-        if revision.isalnum() and (snapshot / "config.json").is_file():
+        config = snapshot / "config.json"
+        if revision.isalnum() and config.is_file() and _inside(config, self._hub):
             return snapshot
         return None
+
+
+def _inside(config: Path, root: Path) -> bool:
+    """Whether ``config`` and its folder, every symlink followed, lie under ``root``."""
+    real = root.resolve()
+    return all(path.resolve().is_relative_to(real) for path in (config, config.parent))

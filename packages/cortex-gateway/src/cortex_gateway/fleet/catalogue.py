@@ -7,17 +7,31 @@ servable too. ``/v1/models`` and the router both ask this module, so they always
 the fleet's state and never changes it.
 """
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from cortex_core.config import ModelProfile, ModelsConfig
 from cortex_core.errors import ModelNotFoundError
 from cortex_core.ids import check_model_id
+from cortex_core.wire.control import ModelStatus
 from cortex_core.wire.models import ModelCard, ModelList, ModelLocation
 from cortex_gateway.fleet.node import Node
 from cortex_gateway.placement.policy import fits
-from cortex_gateway.placement.snapshot import Need
+from cortex_gateway.placement.snapshot import DeviceRoom, Need
 
-__all__ = ["Catalogue"]
+__all__ = ["Catalogue", "Seen"]
+
+
+@dataclass
+class Seen:
+    """What :meth:`Catalogue.survey` found of one model."""
+
+    locations: list[ModelLocation] = field(default_factory=list)
+    """The healthy nodes that know it, and its state on each."""
+    servable: bool = False
+    max_model_len: int | None = None
+    """A loaded copy's, else models.toml's."""
 
 
 class Catalogue:
@@ -66,32 +80,54 @@ class Catalogue:
 
     def servable_on(self, node: Node, model_id: str) -> bool:
         """Whether ``node`` can serve ``model_id`` now, loaded or after a load."""
-        status = node.status(model_id)
-        if not node.healthy or status is None:
-            return False
-        if status in ("loaded", "loading"):
-            return True
-        return not node.cordoned and fits(node.rooms(), Need.of(self._profiles.get(model_id)))
+        return node.healthy and self._servable(node, model_id, node.status(model_id), node.rooms)
 
     def servable(self, model_id: str) -> bool:
         """Whether some healthy node can serve ``model_id`` now."""
         return any(self.servable_on(node, model_id) for node in self._nodes)
 
-    def model_ids(self) -> list[str]:
-        """Every id models.toml or a healthy node names, models.toml's first."""
-        ids = dict.fromkeys(self._profiles)
-        for node in self._nodes:
-            if node.healthy:
-                ids.update(dict.fromkeys(sorted(m for m in node.residents if node.status(m))))
-        return list(ids)
+    def survey(self) -> dict[str, Seen]:
+        """Every model models.toml or a healthy node names, models.toml's first.
 
-    def locations(self, model_id: str) -> list[ModelLocation]:
-        """The healthy nodes that know ``model_id``, and its state on each."""
-        return [
-            ModelLocation(node=node.name, status=status)
-            for node in self._nodes
-            if node.healthy and (status := node.status(model_id)) is not None
-        ]
+        Where each is, whether it is servable, its context: one pass over the fleet, each
+        node's rooms reckoned once (asking model by model was 25 ms a ``/v1/models`` at 100
+        nodes of 10 models, benchmarks/fleet.py).
+        """
+        seen = {model_id: Seen() for model_id in self._profiles}
+        for node in self._nodes:
+            if not node.healthy:
+                continue
+            rooms = functools.cache(node.rooms)
+            for model_id in sorted(node.residents):
+                resident = node.residents[model_id]
+                if resident.info is None:
+                    continue
+                entry = seen.setdefault(model_id, Seen())
+                status = resident.info.status
+                entry.locations.append(ModelLocation(node=node.name, status=status))
+                if status == "loaded" and entry.max_model_len is None:
+                    entry.max_model_len = resident.info.max_model_len
+                if not entry.servable:
+                    entry.servable = self._servable(node, model_id, status, rooms)
+        for model_id, entry in seen.items():
+            profile = self._profiles.get(model_id)
+            if entry.max_model_len is None and profile is not None:
+                entry.max_model_len = profile.max_model_len
+        return seen
+
+    def _servable(
+        self,
+        node: Node,
+        model_id: str,
+        status: ModelStatus | None,
+        rooms: Callable[[], list[DeviceRoom]],
+    ) -> bool:
+        """Whether healthy ``node``, where the model is ``status``, can serve it now."""
+        if status is None:
+            return False
+        if status in ("loaded", "loading"):
+            return True
+        return not node.cordoned and fits(rooms(), Need.of(self._profiles.get(model_id)))
 
     def card(self, name: str) -> ModelCard:
         """The ``/v1/models/{name}`` entry (``name`` may be an alias).
@@ -100,27 +136,17 @@ class Catalogue:
             InvalidModelIdError: ``name`` does not follow the model-id grammar.
             ModelNotFoundError: the fleet cannot serve it now.
         """
-        return self._card(name, self.resolve(name))
+        model_id = self.resolve(name)
+        return _card(name, self.survey()[model_id])
 
     def model_list(self) -> ModelList:
         """``/v1/models``: every servable model, then each of its aliases."""
         cards = []
-        for model_id in self.model_ids():
-            if self.servable(model_id):
-                cards += [self._card(n, model_id) for n in (model_id, *self.aliases(model_id))]
+        for model_id, seen in self.survey().items():
+            if seen.servable:
+                cards += [_card(n, seen) for n in (model_id, *self.aliases(model_id))]
         return ModelList(data=cards)
 
-    def _card(self, name: str, model_id: str) -> ModelCard:
-        return ModelCard(
-            id=name,
-            max_model_len=self._max_model_len(model_id),
-            locations=self.locations(model_id),
-        )
 
-    def _max_model_len(self, model_id: str) -> int | None:
-        infos = [i for n in self._nodes if n.healthy and (i := n.info(model_id)) is not None]
-        loaded = [i.max_model_len for i in infos if i.status == "loaded" and i.max_model_len]
-        if loaded:
-            return loaded[0]
-        profile = self._profiles.get(model_id)
-        return profile.max_model_len if profile is not None else None
+def _card(name: str, seen: Seen) -> ModelCard:
+    return ModelCard(id=name, max_model_len=seen.max_model_len, locations=seen.locations)

@@ -114,9 +114,9 @@ def fleet_view(
             FleetModelView(
                 id=model_id,
                 aliases=list(catalogue.aliases(model_id)),
-                locations=catalogue.locations(model_id),
+                locations=seen.locations,
             )
-            for model_id in catalogue.model_ids()
+            for model_id, seen in catalogue.survey().items()
         ],
     )
 

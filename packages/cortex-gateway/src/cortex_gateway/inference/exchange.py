@@ -22,6 +22,7 @@ from cortex_core.errors import (
     ModelNotLoadedError,
     RequestTooLargeError,
     UpstreamError,
+    UpstreamTimeoutError,
 )
 from cortex_gateway.context import AppContext, context
 from cortex_gateway.control.routing import Target
@@ -205,7 +206,8 @@ class _Exchange:
                 elif streaming and content_type.startswith("text/event-stream"):
                     await self._relay(resp, call, series, node.name)
                 else:
-                    answer, usage = call.answer(resp.status, await resp.read(), content_type)
+                    payload = await self._whole(resp, streaming, node.name)
+                    answer, usage = call.answer(resp.status, payload, content_type)
                     if usage is not None:
                         series.usage(usage.prompt_tokens, usage.completion_tokens)
                         self.tokens = usage.completion_tokens
@@ -216,6 +218,24 @@ class _Exchange:
             series.in_flight.dec()
             if resident.active == 0:
                 self.ctx.queue.changed()  # it may be evicted now: waiters decide again
+
+    async def _whole(self, resp: UpstreamResponse, streaming: bool, node: str) -> bytes:
+        """The neuron's whole answer.
+
+        A stream request answered whole (a neuron that ignored ``stream``) has no total bound
+        from the connection, and an idle bound never ends a body that trickles: it gets the
+        non-streaming request's bound here.
+        """
+        if not streaming:
+            return await resp.read()
+        limit = self.ctx.config.gateway.request_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await resp.read()
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                f"neuron {node} did not finish its answer in {limit:g} s"
+            ) from None
 
     async def _answer(self, answer: Answer) -> None:
         await self.send(

@@ -15,19 +15,29 @@ usage-only chunk the gateway asked for on the client's behalf). After a failure,
 import functools
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.types import Send
 
 from cortex_core import decode, encode
 from cortex_core.asgi import DONE, error_event
-from cortex_core.errors import CortexError, InvalidRequestError
+from cortex_core.errors import CortexError, InvalidRequestError, UpstreamError
 from cortex_core.wire.inference import InferenceRequest, Usage, UsageReport
 from cortex_gateway.inference.dialect import Answer
 from cortex_gateway.upstream import Refusal
 
-__all__ = ["OpenAICall", "StreamRelay", "edit_body", "json_answer", "passed_refusal", "with_model"]
+__all__ = [
+    "OpenAICall",
+    "StreamRelay",
+    "edit_body",
+    "json_answer",
+    "passed_refusal",
+    "passed_usage",
+    "with_model",
+]
+
+_Report = TypeVar("_Report")
 
 _EVENT = re.compile(rb"(.*?)\r?\n\r?\n", re.DOTALL)
 
@@ -104,11 +114,12 @@ class OpenAICall:
         return passed_refusal(refusal)
 
     def answer(self, status: int, payload: bytes, content_type: str) -> tuple[Answer, Usage | None]:
-        """The neuron's whole answer, unchanged, and the ``usage`` it reports."""
-        try:
-            usage = decode(payload, UsageReport).usage
-        except InvalidRequestError:
-            usage = None
+        """The neuron's whole answer, unchanged, and the ``usage`` it reports.
+
+        Raises:
+            UpstreamError: see :func:`passed_usage`.
+        """
+        usage = passed_usage(payload, UsageReport).usage
         return json_answer(status, content_type, payload), usage
 
     def relay(self, send: Send, on_first_token: Callable[[], None]) -> "StreamRelay":
@@ -116,6 +127,19 @@ class OpenAICall:
         return StreamRelay(
             send, wants_usage=self._request.wants_usage, on_first_token=on_first_token
         )
+
+
+def passed_usage(payload: bytes, report: type[_Report]) -> _Report:
+    """``report`` (the usage part) of a whole answer that passes through unchanged.
+
+    Raises:
+        UpstreamError: the answer is not the neuron's JSON (a broken neuron or a proxy's page):
+            passed on, it would be a 200 the client cannot read.
+    """
+    try:
+        return decode(payload, report)
+    except InvalidRequestError as exc:
+        raise UpstreamError(f"the neuron's answer is not its JSON: {exc}") from exc
 
 
 class _Delta(msgspec.Struct):

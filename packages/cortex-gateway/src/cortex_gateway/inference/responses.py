@@ -25,7 +25,12 @@ from cortex_core.asgi import responses_error_event
 from cortex_core.errors import CortexError, InvalidRequestError
 from cortex_core.wire.inference import Usage
 from cortex_gateway.inference.dialect import Answer
-from cortex_gateway.inference.openai import json_answer, passed_refusal, with_model
+from cortex_gateway.inference.openai import (
+    json_answer,
+    passed_refusal,
+    passed_usage,
+    with_model,
+)
 from cortex_gateway.upstream import Refusal
 
 __all__ = ["ResponsesCall", "ResponsesRelay"]
@@ -102,11 +107,12 @@ class ResponsesCall:
         return passed_refusal(refusal)
 
     def answer(self, status: int, payload: bytes, content_type: str) -> tuple[Answer, Usage | None]:
-        """The neuron's response, unchanged, and its usage."""
-        try:
-            usage = decode(payload, _Response).usage
-        except InvalidRequestError:
-            usage = None
+        """The neuron's response, unchanged, and its usage.
+
+        Raises:
+            UpstreamError: see :func:`~cortex_gateway.inference.openai.passed_usage`.
+        """
+        usage = passed_usage(payload, _Response).usage
         counts = usage.counts() if usage is not None else None
         return json_answer(status, content_type, payload), counts
 

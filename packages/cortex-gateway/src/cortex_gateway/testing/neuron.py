@@ -28,6 +28,7 @@ from cortex_core.errors import (
     AuthenticationError,
     CortexError,
     EngineError,
+    InvalidRequestError,
     ShuttingDownError,
 )
 from cortex_core.ids import check_model_id
@@ -132,6 +133,9 @@ class FakeNeuron(FakeLifecycle):
         """An error every inference request is answered with, as the neuron would send it."""
         self.send_done = True
         """Whether a stream ends with ``data: [DONE]`` (a broken neuron's would not)."""
+        self.broken: str | None = None
+        """How a broken neuron answers inference: ``silent`` (never), ``trickle`` (a 200 JSON
+        answer a byte a second), ``garbage`` (200, not JSON), ``malformed`` (200, JSON cut)."""
         self.poll_status = 200
         self.poll_delay = 0.0
         self.started_at = time.time()
@@ -253,6 +257,8 @@ class FakeNeuron(FakeLifecycle):
 
     async def _tokenize(self, request: web.Request) -> web.Response:
         body: TokenizeRequest = envelopes.decode(await request.read(), TokenizeRequest)
+        if body.messages is None and body.prompt is None:
+            raise InvalidRequestError("`messages` or `prompt` is required", param="messages")
         self.tokenized.append(body)
         model = self.serving(check_model_id(body.model))
         return _json(
@@ -282,6 +288,8 @@ class FakeNeuron(FakeLifecycle):
             self.requests.append(Recorded(request.path, _lower(request.headers), body))
         req: _Request = envelopes.decode(body, _Request)
         model_id = check_model_id(req.model)
+        if self.broken is not None:
+            return await self._broken(request, req)
         route = {"/v1/chat/completions": "chat", "/v1/responses": "responses"}.get(
             request.path, "completion"
         )
@@ -294,6 +302,22 @@ class FakeNeuron(FakeLifecycle):
             self._requests_total.labels(model_id, route, str(exc.status_code)).inc()
             raise
         self._requests_total.labels(model_id, route, "200").inc()
+        return response
+
+    async def _broken(self, request: web.Request, req: _Request) -> web.StreamResponse:
+        if self.broken == "silent":
+            await asyncio.Event().wait()  # until the gateway gives up and hangs up
+        if self.broken == "garbage":
+            return web.Response(body=b"<html>upstream proxy error</html>", content_type="text/html")
+        whole = encode(replies.answer(request.path, req.model, self.chunks))
+        if self.broken == "malformed":
+            return web.Response(body=whole[: len(whole) // 2], content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for i in range(len(whole)):
+            await response.write(whole[i : i + 1])
+            await asyncio.sleep(1)
+        await response.write_eof()
         return response
 
     async def _answer(

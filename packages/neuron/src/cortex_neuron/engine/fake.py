@@ -114,6 +114,8 @@ class FakeEngine:
             raise InvalidRequestError(f"The body is not valid JSON: {exc}") from exc
         if not isinstance(request, dict) or field not in request:
             raise InvalidRequestError(f"`{field}` is required", param=field)
+        if not _well_formed(field, request[field]):  # vLLM's pydantic models refuse the rest
+            raise InvalidRequestError(f"`{field}` is not {_SHAPES[field]}", param=field)
         max_tokens = request.get(limit)
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise InvalidRequestError(f"{limit} must be at least 1", param=limit)
@@ -281,6 +283,29 @@ class _Reply:
                 "total_tokens": self._prompt + self._count,
             }
         return json.dumps(body).encode()
+
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+_SHAPES = {
+    "messages": "a non-empty list of messages, each with a role",
+    "prompt": "a non-empty string or list",
+    "input": "a string or a list of items",
+}
+
+
+def _well_formed(field: str, value: Any) -> bool:
+    """Whether the request's main field has the shape vLLM's request models accept."""
+    if field == "messages":
+        return (
+            isinstance(value, list)
+            and bool(value)
+            and all(isinstance(m, dict) and str(m.get("role")) in _ROLES for m in value)
+        )
+    if field == "prompt":
+        return isinstance(value, str | list) and bool(value)
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    )
 
 
 def _words(content: Any) -> int:

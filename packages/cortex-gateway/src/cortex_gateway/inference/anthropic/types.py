@@ -6,7 +6,7 @@ Requests decode strictly where the gateway reads (a missing or mistyped field, a
 ``defer_loading`` on a tool) are not declared, so msgspec skips them.
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -143,7 +143,7 @@ class Prompt(msgspec.Struct, kw_only=True):
     """What both ``/v1/messages`` and ``count_tokens`` take: the model, turns and tools."""
 
     model: str
-    messages: list[Message]
+    messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
     system: str | list[TextBlock] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
@@ -153,7 +153,7 @@ class Prompt(msgspec.Struct, kw_only=True):
 class MessagesRequest(Prompt, kw_only=True):
     """``POST /v1/messages``."""
 
-    max_tokens: int
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)]
     stop_sequences: list[str] | None = None
     stream: bool | None = None
     temperature: float | None = None
