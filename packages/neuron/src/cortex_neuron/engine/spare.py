@@ -31,6 +31,7 @@ import re
 import select
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -120,8 +121,12 @@ class Spare:
         return total // (1024 * 1024)
 
     def take(self, path: bytes, args: Sequence[str | bytes], passfds: Sequence[int]) -> int | None:
-        """Become the process multiprocessing is spawning (its pid), or ``None`` to spawn cold."""
-        if self._done or not self._alive():
+        """Become the process multiprocessing is spawning (its pid), or ``None`` to spawn cold.
+
+        Only a spawn through multiprocessing's entry is served (not its resource tracker's).
+        """
+        match = next((m for a in args if isinstance(a, str) and (m := _KWARGS.search(a))), None)
+        if match is None or self._done or not self._alive():
             return None
         if not self.ready(_READY_S):
             logger.warning("the warm spare was not ready in %.0f s; starting cold", _READY_S)
@@ -132,9 +137,6 @@ class Spare:
         if preload != self._preload or os.fsencode(path) != executable:
             logger.info("the warm spare started under another interpreter or LD_PRELOAD")
             self.stop()
-            return None
-        match = next((m for a in args if isinstance(a, str) and (m := _KWARGS.search(a))), None)
-        if match is None:
             return None
         fds = sorted(set(map(int, passfds)))
         kwargs: dict[str, int | None] = {}
@@ -194,17 +196,34 @@ class Spares:
     """The neuron's spare for its next engine, within a memory budget: armed, taken, armed again.
 
     ``roles`` are the modules of the engine core, then of its worker. A spare found holding more
-    than ``budget_mb`` when a load comes is stopped and passed over.
+    than ``budget_mb`` when a load comes is stopped and passed over. Armed again ``delay``
+    seconds after a load, so that its imports do not slow the first tokens of the requests that
+    waited for the load; a load that comes sooner arms it at once and waits for it.
     """
 
     def __init__(self, roles: Sequence[Sequence[str]], budget_mb: int) -> None:
         self._roles = roles
         self._budget_mb = budget_mb
         self._spare: Spare | None = None
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._stopped = False
 
-    def arm(self) -> None:
-        """Start a spare, unless one is waiting already (none when it cannot start)."""
-        if self._spare is None or not self._spare.pids():
+    def arm(self, delay: float = 0.0) -> None:
+        """Start a spare (after ``delay``), unless one is waiting already."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._stopped:
+                return
+            if delay:
+                self._timer = threading.Timer(delay, self.arm)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            if self._spare is not None and self._spare.pids():
+                return
             try:
                 self._spare = Spare.start(self._roles, new_group=True)
             except OSError as exc:  # e.g. a descriptor limit under _OWN_FDS
@@ -217,6 +236,9 @@ class Spares:
 
     def take(self, path: bytes, args: Sequence[str | bytes], passfds: Sequence[int]) -> int | None:
         """:meth:`Spare.take`, by the spare that waits, if it keeps within the budget."""
+        if not any(isinstance(a, str) and _KWARGS.search(a) for a in args):
+            return None  # multiprocessing's resource tracker, say
+        self.arm()
         spare = self._spare
         if spare is None:
             return None
@@ -227,9 +249,13 @@ class Spares:
         return spare.take(path, args, passfds)
 
     def stop(self) -> None:
-        """Stop the spare that waits."""
-        if self._spare is not None:
-            self._spare.stop()
+        """Stop the spare that waits, and arm no other."""
+        with self._lock:
+            self._stopped = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._spare is not None:
+                self._spare.stop()
 
 
 def wait(roles_json: str) -> None:

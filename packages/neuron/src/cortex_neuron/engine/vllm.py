@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 _MIB = 1024 * 1024
 _PROMPT_TOO_LONG = frozenset({"input_tokens", "input_text"})
 _SHUTDOWN_TIMEOUT_S = 20.0
+_REARM_S = 5.0  # after a load, before the next spare starts importing
 _build_lock = asyncio.Lock()
 _spares: Spares | None = None
 
@@ -152,7 +153,7 @@ async def start(plan: EnginePlan) -> "VllmEngine":
             llm, pids = await asyncio.to_thread(_build, v, plan, phases)
         finally:
             if _spares is not None:
-                await asyncio.to_thread(_spares.arm)
+                _spares.arm(_REARM_S)
     built = time.monotonic()
     engine = VllmEngine(v, llm, pids, plan)
     phases["serving"] = time.monotonic() - built
@@ -335,7 +336,15 @@ class VllmEngine:
         return EngineStats(unfinished_requests=self._llm.get_num_unfinished_requests())
 
     async def shutdown(self) -> None:
-        """Stop vLLM (in a worker thread), then make sure its processes are gone."""
+        """Stop vLLM (in a worker thread), then make sure its processes are gone.
+
+        vLLM's output handler is cancelled first, here on the event loop: shut down from a
+        worker thread, vLLM closes its sockets through the loop before it cancels the handler,
+        which meanwhile reads the closed socket as a dead engine and logs a traceback.
+        """
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
         await asyncio.to_thread(self._llm.shutdown)
         await asyncio.to_thread(reap, self._pids, _SHUTDOWN_TIMEOUT_S)
 
