@@ -26,7 +26,7 @@ DISCOVERY = """
  "cuda_version": "13.0", "driver_version": "580.159.04", "harnesses": ["vllm"],
  "devices": [{"index": 0, "kind": "gpu", "uuid": "GPU-e13f…", "name": "NVIDIA H100 80GB HBM3",
               "memory_total_mb": 81559, "compute_capability": "9.0"}],
- "gpu_unavailable_reason": null}
+ "gpu_unavailable_reason": null, "spare_memory_mb": 2048}
 """
 
 CPU_DISCOVERY = """
@@ -34,7 +34,7 @@ CPU_DISCOVERY = """
  "cuda_version": null, "driver_version": null, "harnesses": ["vllm"],
  "devices": [{"index": 0, "kind": "cpu", "uuid": "cpu", "name": "CPU (vLLM CPU build)",
               "memory_total_mb": 12288, "compute_capability": null}],
- "gpu_unavailable_reason": "NVML: libnvidia-ml.so.1 not found"}
+ "gpu_unavailable_reason": "NVML: libnvidia-ml.so.1 not found", "spare_memory_mb": 0}
 """
 
 HEALTH = """
