@@ -55,6 +55,7 @@ command -v curl >/dev/null || die "curl not found: install it (apt-get install c
 for port in "$neuron_port" "$gateway_port" "$metrics_port"; do
     "$python" -c 'import socket, sys
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemons bind: TIME_WAIT is free
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:

@@ -23,13 +23,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_gateway_port() -> int:
+    """A free port whose next one, the demo's metrics port, is free too (after hundreds of tests,
+    a random port's neighbour is often some closed client connection's)."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+
+
 def demo(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {
         **os.environ,  # noqa: TID251 - the script's environment, passed on
         "VENV": str(Path(sys.executable).parent.parent),  # this venv has the stack installed
         "DEMO_DIR": str(tmp_path),
         "DEMO_NEURON_PORT": str(free_port()),
-        "DEMO_GATEWAY_PORT": str(free_port()),
+        "DEMO_GATEWAY_PORT": str(free_gateway_port()),
         **env,
     }
     return subprocess.run(
