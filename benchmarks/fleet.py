@@ -151,6 +151,7 @@ async def main(args: argparse.Namespace) -> None:
         (work / "cortex.toml").write_text(f"[gateway]\npoll_interval_s = 2\n{peers}")
         gateway, url = await asyncio.to_thread(cortex_serve, work / "cortex.toml")
         try:
+            floor = await latencies(url, "/health", args.requests)
             models = await latencies(url, "/v1/models", args.requests)
             fleet = await latencies(url, "/fleet", args.requests // 5)
             peak, whole, seconds = await held_streams(url, args.streams, "org/m0", 20)
@@ -166,6 +167,10 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"| full poll cycle ({args.cycles} cycles) | {statistics.median(cycles) * ms:.0f} ms | "
         f"{max(cycles) * ms:.0f} ms (max) | ≤ 1 s |"
+    )
+    print(
+        f"| `/health`, the HTTP floor ({len(floor)} GETs) | {p(floor, 50) * ms:.2f} ms | "
+        f"{p(floor, 99) * ms:.2f} ms | - |"
     )
     print(
         f"| `/v1/models` ({len(models)} GETs) | {p(models, 50) * ms:.2f} ms | "

@@ -1,4 +1,5 @@
-"""Polling: nodes go down after three failed polls and come back; a slow node delays no other."""
+"""Polling: nodes go down after three failed polls and come back; a slow node delays no other;
+the nodes' turns are spread over the interval."""
 
 import time
 from typing import Any
@@ -6,8 +7,13 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry
 
-from cortex_gateway.fleet.poller import poll_timeout
+from cortex_core.config import NeuronPeer
+from cortex_core.errors import ServiceUnavailableError
+from cortex_gateway.fleet.node import Node
+from cortex_gateway.fleet.poller import Poller, poll_timeout
+from cortex_gateway.metrics import Metrics
 from cortex_gateway.testing import FakeNeuron, eventually, fleet_config, running_gateway, scrape
 
 pytestmark = pytest.mark.timeout(30)
@@ -120,3 +126,25 @@ def test_the_poll_bound_is_short_but_not_shorter_than_half_a_second():
     assert poll_timeout(0.05) == 0.5
     assert poll_timeout(2) == 4
     assert poll_timeout(60) == 5
+
+
+async def test_the_nodes_turns_are_spread_over_the_interval():
+    """A big fleet's polls must not all land on the gateway's event loop at once."""
+    polled: dict[str, float] = {}
+
+    class Recording:
+        async def get(self, peer: NeuronPeer, path: str, type_: Any, *, limit_s: float) -> Any:
+            polled.setdefault(peer.name, time.monotonic())
+            raise ServiceUnavailableError("not listening")
+
+    nodes = [Node(NeuronPeer(name=f"n{i}", endpoint="http://127.0.0.1:9")) for i in range(4)]
+    poller = Poller(nodes, Recording(), Metrics(CollectorRegistry()), interval=0.4)  # type: ignore[arg-type]
+
+    async def all_polled() -> bool:
+        return len(polled) == len(nodes)
+
+    async with poller.running():
+        await eventually(all_polled)
+    firsts = [polled[node.name] for node in nodes]
+    assert firsts == sorted(firsts)
+    assert firsts[-1] - firsts[0] >= 0.2  # 0.3 s when spread evenly; all at once would be ~0

@@ -7,7 +7,6 @@ servable too. ``/v1/models`` and the router both ask this module, so they always
 the fleet's state and never changes it.
 """
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -97,16 +96,18 @@ class Catalogue:
         for node in self._nodes:
             if not node.healthy:
                 continue
-            rooms = functools.cache(node.rooms)
-            for model_id in sorted(node.residents):
-                resident = node.residents[model_id]
-                if resident.info is None:
+            rooms = _once(node.rooms)
+            for model_id, resident in sorted(node.residents.items()):
+                info = resident.info
+                if info is None:
                     continue
-                entry = seen.setdefault(model_id, Seen())
-                status = resident.info.status
+                entry = seen.get(model_id)
+                if entry is None:
+                    entry = seen[model_id] = Seen()
+                status = info.status
                 entry.locations.append(ModelLocation(node=node.name, status=status))
                 if status == "loaded" and entry.max_model_len is None:
-                    entry.max_model_len = resident.info.max_model_len
+                    entry.max_model_len = info.max_model_len
                 if not entry.servable:
                     entry.servable = self._servable(node, model_id, status, rooms)
         for model_id, entry in seen.items():
@@ -146,6 +147,19 @@ class Catalogue:
             if seen.servable:
                 cards += [_card(n, seen) for n in (model_id, *self.aliases(model_id))]
         return ModelList(data=cards)
+
+
+def _once(reckon: Callable[[], list[DeviceRoom]]) -> Callable[[], list[DeviceRoom]]:
+    """``reckon``, called at most once (``functools.cache`` costs more to make than this)."""
+    rooms: list[DeviceRoom] | None = None
+
+    def once() -> list[DeviceRoom]:
+        nonlocal rooms
+        if rooms is None:
+            rooms = reckon()
+        return rooms
+
+    return once
 
 
 def _card(name: str, seen: Seen) -> ModelCard:

@@ -52,8 +52,16 @@ class Poller:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Poll every node every ``interval`` until the block ends."""
-        tasks = [asyncio.create_task(self._loop(node)) for node in self._nodes]
+        """Poll every node every ``interval`` until the block ends.
+
+        The nodes' turns are spread evenly over the interval: polled all at once, a hundred
+        nodes' answers held the event loop for a burst that requests arriving then waited out.
+        """
+        count = len(self._nodes)
+        tasks = [
+            asyncio.create_task(self._loop(node, self._interval * i / count))
+            for i, node in enumerate(self._nodes)
+        ]
         try:
             yield
         finally:
@@ -61,7 +69,8 @@ class Poller:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _loop(self, node: Node) -> None:
+    async def _loop(self, node: Node, offset: float) -> None:
+        await asyncio.sleep(offset)
         while True:
             await asyncio.sleep(self._interval)
             try:
