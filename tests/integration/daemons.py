@@ -3,7 +3,8 @@ starts it, the neuron's own `serve` (config loader, signals, drain) on its fake 
 gateway's test double. Each logs to a file the test reads afterwards (tracebacks, leaked keys).
 
 Run as a script, this module is the process: ``daemons.py neuron -c neuron.toml`` or
-``daemons.py double --token T --loaded org/a org/b``.
+``daemons.py double --token T --loaded org/a org/b``; ``daemons.py tiny-model DIR`` makes the
+demo's model id there as a fake model (the demo test's stand-in for `neuron tiny-model`).
 """
 
 import argparse
@@ -214,7 +215,8 @@ async def _double(token: str, models: list[str], loaded: list[str]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["neuron", "double"])
+    parser.add_argument("kind", choices=["neuron", "double", "tiny-model"])
+    parser.add_argument("dir", nargs="?", type=Path)
     parser.add_argument("-c", "--config", type=Path)
     parser.add_argument("--port", type=int)
     parser.add_argument("--token", default="")
@@ -223,5 +225,7 @@ if __name__ == "__main__":
     ns = parser.parse_args()
     if ns.kind == "neuron":
         _neuron(ns.config, ns.port)
+    elif ns.kind == "tiny-model":
+        fake_model(ns.dir, "cortex/tiny-chat")
     else:
         asyncio.run(_double(ns.token, ns.models, ns.loaded))

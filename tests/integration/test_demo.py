@@ -87,49 +87,20 @@ def test_the_demo_answers_in_both_dialects_then_again_reusing_the_model(
     assert "== installing" not in result.stdout
 
 
-FAKE_NEURON = """
-import asyncio, logging, signal, socket, sys, tomllib
-from pathlib import Path
-from cortex_core.asgi.serving import serve
-from cortex_core.config import HarnessOptions, NeuronConfig, VllmOptions
-from cortex_neuron.app import build_context, create_app
-from cortex_neuron.engine.fake import FakeStarter
-from cortex_neuron.testing import fake_model
-
-class NoGpu:
-    class NVMLError(Exception):
-        pass
-
-    def nvmlInit(self):
-        raise self.NVMLError("no NVML")
-
-async def main(config: Path) -> None:
-    port = tomllib.loads(config.read_text())["port"]
-    options = VllmOptions(model_dirs=(str(config.parent / "models"),), cpu_memory_mb=2048)
-    config_ = NeuronConfig(harness=HarnessOptions(vllm=options))
-    ctx = build_context(config_, FakeStarter(), nvml=NoGpu())
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    sock = socket.create_server(("127.0.0.1", port))
-    await serve(create_app(ctx), sock, stop.wait, graceful_s=1, errorlog=logging.getLogger("x"))
-
-if sys.argv[1] == "tiny-model":
-    fake_model(Path(sys.argv[2]), "cortex/tiny-chat")
-else:  # serve -c FILE
-    asyncio.run(main(Path(sys.argv[3])))
-"""
-
-
 def test_the_demo_runs_its_whole_flow_on_the_fake_engine(tmp_path: Path) -> None:
-    """The script's own logic without vLLM: a venv whose `neuron` serves the real neuron app on
-    its fake engine (the `cortex` and `python` are this venv's). A second run reuses the model."""
+    """The script's own logic without vLLM: a venv whose `neuron` is daemons.py's, the neuron's
+    own serve on its fake engine (the `cortex` and `python` are this venv's). A second run reuses
+    the model."""
     venv = tmp_path / "venv" / "bin"
     venv.mkdir(parents=True)
     here = Path(sys.executable).parent
     (venv / "python").symlink_to(sys.executable)
     (venv / "cortex").symlink_to(here / "cortex")
-    (venv / "fake_neuron.py").write_text(FAKE_NEURON)
-    (venv / "neuron").write_text(f'#!/bin/sh\nexec {sys.executable} {venv}/fake_neuron.py "$@"\n')
+    daemons = Path(__file__).with_name("daemons.py")
+    (venv / "neuron").write_text(
+        f'#!/bin/sh\n[ "$1" = serve ] && shift && set -- neuron "$@"\n'
+        f'exec {sys.executable} {daemons} "$@"\n'
+    )  # `neuron tiny-model DIR` / `neuron serve -c FILE` -> `daemons.py tiny-model|neuron ...`
     (venv / "neuron").chmod(0o755)
     for _ in range(2):
         result = demo(tmp_path / "demo", "--once", VENV=str(venv.parent))
