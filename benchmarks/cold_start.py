@@ -145,7 +145,8 @@ def main() -> None:
                 time.sleep(args.settle)
                 rounds["c"].append(stack.cold_chat_to_first_token())
                 rounds["d"].append(stack.unload())
-                print(f"round {i + 1}: {json.dumps({k: v[-1] for k, v in rounds.items()})}")
+                this = {"b": rounds["b"][-1], "c": rounds["c"][-1], "d": rounds["d"][-2:]}
+                print(f"round {i + 1}: {json.dumps(this)}", flush=True)
             phases = stack.phases()
         finally:
             stack.close()

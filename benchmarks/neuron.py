@@ -2,9 +2,10 @@
 
 Run it with `nox -s bench_neuron` (it needs vLLM's CPU build). For each of two rounds it starts
 `vllm serve` and then `neuron serve` (so that drift of the machine shows in both), drives each
-with the same streaming load at concurrency 1 and 16, and reports aggregate tokens/s and time to
-first token as ratios (neuron / vLLM). It also times `/models/load` to the first token and
-measures the memory of one loaded model. A benchmark, not a gate: it prints what it measures.
+with the same streaming load at concurrency 1, 16 and 32, and reports aggregate tokens/s and
+time to first token as ratios (neuron / vLLM), the p99 at 32, and each server's memory before
+and after the load. It also times `/models/load` to the first token and measures the memory of
+one loaded model. A benchmark, not a gate: it prints what it measures.
 """
 
 import argparse
@@ -27,6 +28,8 @@ MODEL = "cortex/tiny-chat"
 MAX_LEN = 1024
 TOKENS = 128
 KV_MB = 256
+SPARE_READY_S = 25
+"""How long after a load the neuron's next warm spare is ready here (armed 5 s after it)."""
 
 
 def free_port() -> int:
@@ -110,6 +113,7 @@ async def load_test(url: str, concurrency: int, requests: int) -> dict[str, floa
     return {
         "tokens_per_s": sum(r[1] for r in results) / wall,
         "ttft_p50": statistics.median(ttfts),
+        "ttft_p99": statistics.quantiles(ttfts, n=100)[98],
     }
 
 
@@ -136,8 +140,10 @@ def run_vllm(model_path: Path, concurrency: list[int], requests: int) -> dict[st
     try:
         wait_ready(url, process)
         results: dict[str, object] = {"rss_mb": tree_rss_mb(process.pid)}
+        results["rss_before_mb"] = results["rss_mb"]
         for c in concurrency:
             results[f"c{c}"] = asyncio.run(load_test(url, c, requests))
+        results["rss_after_mb"] = tree_rss_mb(process.pid)
         return results
     finally:
         stop(process)
@@ -167,8 +173,11 @@ def run_neuron(
             "rss_mb": tree_rss_mb(process.pid),
             "model_rss_mb": tree_rss_mb(process.pid) - idle_rss,
         }
+        time.sleep(SPARE_READY_S)  # the next warm spare is armed and ready: the tree is whole
+        results["rss_before_mb"] = tree_rss_mb(process.pid)
         for c in concurrency:
             results[f"c{c}"] = asyncio.run(load_test(url, c, requests))
+        results["rss_after_mb"] = tree_rss_mb(process.pid)
         return results
     finally:
         stop(process)
@@ -187,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     from cortex_neuron.tiny import build_tiny_model
 
-    concurrency = [1, 16]
+    concurrency = [1, 16, 32]
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = Path(scratch) / "models"
         path = build_tiny_model(model_dir)
@@ -210,7 +219,7 @@ def report(rounds: list[dict[str, dict[str, object]]]) -> str:
         "| vLLM TTFT p50 | neuron TTFT p50 | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
-    for c in (1, 16):
+    for c in (1, 16, 32):
         v_tps, n_tps = med("vllm", c, "tokens_per_s"), med("neuron", c, "tokens_per_s")
         v_ttft, n_ttft = med("vllm", c, "ttft_p50"), med("neuron", c, "ttft_p50")
         lines.append(
@@ -220,8 +229,19 @@ def report(rounds: list[dict[str, dict[str, object]]]) -> str:
     load = statistics.median(r["neuron"]["load_to_first_token_s"] for r in rounds)  # type: ignore[misc]
     model_rss = statistics.median(r["neuron"]["model_rss_mb"] for r in rounds)  # type: ignore[misc]
     vllm_rss = statistics.median(r["vllm"]["rss_mb"] for r in rounds)  # type: ignore[misc]
+
+    def rss(server: str) -> str:
+        pairs = [(r[server]["rss_before_mb"], r[server]["rss_after_mb"]) for r in rounds]
+        return ", ".join(f"{before:.0f} → {after:.0f} MiB" for before, after in pairs)
+
+    p99 = ", ".join(
+        f"{med(server, 32, 'ttft_p99') * 1000:.0f} ms ({server})" for server in ("vllm", "neuron")
+    )
     lines += [
         "",
+        f"- concurrency 32: TTFT p99 {p99}; every stream whole ({TOKENS} tokens, by its usage)",
+        f"- process-tree RSS before and after the load runs: neuron {rss('neuron')} (its warm "
+        f"spare included), `vllm serve` {rss('vllm')}",
         f"- `/models/load` to first token (neuron): {load:.1f} s",
         f"- memory of one loaded model (process-tree RSS growth): {model_rss:.0f} MiB; "
         f"`vllm serve` process tree with the model: {vllm_rss:.0f} MiB",
