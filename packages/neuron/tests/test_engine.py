@@ -575,6 +575,31 @@ def test_a_dead_spare_is_passed_over_and_replaced(neuron: Neuron) -> None:
     assert not {p.pid for p in replaced} & {p.pid for p in dead}
 
 
+def test_an_engine_from_the_spare_binds_its_threads_as_a_cold_one(neuron: Neuron) -> None:
+    """vLLM binds its CPU worker's OpenMP threads by variables set around the worker's spawn,
+    read as its OpenMP runtime loads: a spare that had imported without them ran unbound, at
+    0.6x the tokens/s of a cold engine (benchmarks/neuron.py)."""
+    unload(neuron, B)
+    unload(neuron, A)
+    waiting = {p.pid for p in armed_spares(neuron)}
+    assert load(neuron, A).status_code == 200
+    assert waiting == {p.pid for p in neuron.engines()}, neuron.log_tail()  # from the spare
+    from_the_spare = worker_binding(neuron)
+    unload(neuron, A)
+    spares = armed_spares(neuron)
+    for process in spares:
+        process.kill()
+    psutil.wait_procs(spares, timeout=10)
+    assert load(neuron, A).status_code == 200
+    assert from_the_spare == worker_binding(neuron)  # the cold engine's
+
+
+def worker_binding(neuron: Neuron) -> set[tuple[int, ...]]:
+    """The CPUs each thread of the engine's worker may run on."""
+    (worker,) = [p for p in neuron.engines() if not p.name().startswith("VLLM::EngineCore")]
+    return {tuple(sorted(os.sched_getaffinity(t.id))) for t in worker.threads()}
+
+
 @pytest.mark.parametrize("to_the_group", [False, True], ids=["pid", "process-group"])
 def test_sigterm_during_a_stream(model_dir: Path, tmp_path: Path, to_the_group: bool) -> None:
     neuron = start_neuron(model_dir, tmp_path)

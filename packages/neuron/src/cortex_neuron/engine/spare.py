@@ -14,10 +14,14 @@ descriptors must land at the numbers they have in the parent, as inheritance wou
 refuses a handover whose numbers it already uses, and the spawn then goes cold.
 
 A spare is a child of the process that will spawn through it, so the engine core's is the
-neuron's and the worker's is the engine core's. It serves one spawn; one that is dead, not
-ready in time, or that started under another ``LD_PRELOAD`` (read only at exec) is passed over
-and the spawn goes cold. A spare whose parent goes away reads the end of its socket and exits.
-Nothing here initialises CUDA: the spare only imports.
+neuron's and the worker's is the engine core's. Each role names the variables its spawn will
+add to the environment (vLLM binds its CPU worker's OpenMP threads by variables set around the
+worker's spawn), and a spare starts under them. It serves one spawn; one that is dead, not
+ready in time, or that started under other variables of those read only when a process starts
+(``LD_PRELOAD``, OpenMP's) is passed over and the spawn goes cold: an engine from it would run,
+slower (a worker whose OpenMP runtime had read no binding gave 0.6x the tokens/s). A spare whose
+parent goes away reads the end of its socket and exits. Nothing here initialises CUDA: the
+spare only imports.
 """
 
 import contextlib
@@ -33,13 +37,13 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import psutil
 
 from cortex_neuron.engine.processes import spawn_main
 
-__all__ = ["CORE_MODULES", "WORKER_MODULES", "Spare", "Spares", "wait"]
+__all__ = ["CORE_MODULES", "WORKER_MODULES", "Role", "Spare", "Spares", "wait"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,28 +62,37 @@ _OWN_FDS = 900  # the spare's own sockets live at or above this, out of the way 
 _CHANNEL_FD = _OWN_FDS
 _MESSAGE_BYTES = 1 << 20
 _KWARGS = re.compile(r"spawn_main\(([^)]*)\)")
+_AT_START = ("OMP_", "GOMP_", "KMP_")  # OpenMP runtimes read these once, when they load
+
+Role = tuple[Sequence[str], Mapping[str, str]]
+"""What a spare imports, and the variables its spawn will have added to the environment."""
+
+
+def _read_at_start(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` that a process reads only as it starts."""
+    return {k: v for k, v in env.items() if k == "LD_PRELOAD" or k.startswith(_AT_START)}
 
 
 class Spare:
     """One spare process, from its start to the one spawn it serves (or its stop)."""
 
-    def __init__(self, pid: int, channel: socket.socket) -> None:
+    def __init__(self, pid: int, channel: socket.socket, started: Mapping[str, str]) -> None:
         self.pid = pid
         self._channel = channel
         self._ready = False
         self._done = False
-        self._preload = os.environ.get("LD_PRELOAD", "")  # noqa: TID251
+        self._started = _read_at_start(started)
 
     @classmethod
-    def start(cls, roles: Sequence[Sequence[str]], *, new_group: bool) -> "Spare":
-        """Spawn a spare that imports ``roles[0]``, its own spare ``roles[1:]``, and so on."""
+    def start(cls, roles: Sequence[Role], *, new_group: bool) -> "Spare":
+        """Spawn a spare for ``roles[0]``, with its own spare for ``roles[1:]``, and so on."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours = _out_of_the_way(ours)
+        env = {**os.environ, **roles[0][1]}  # noqa: TID251
         try:
             code = f"from {__name__} import wait; wait({json.dumps(roles)!r})"
             args = [_code(arg, code) for arg in multiprocessing.spawn.get_command_line()]
             path = multiprocessing.spawn.get_executable()
-            env = os.environ  # noqa: TID251
             actions = [(os.POSIX_SPAWN_DUP2, theirs.fileno(), _CHANNEL_FD)]
             if new_group:
                 pid = os.posix_spawn(path, args, env, file_actions=actions, setpgroup=0)
@@ -90,7 +103,7 @@ class Spare:
             raise
         finally:
             theirs.close()
-        return cls(pid, ours)
+        return cls(pid, ours, env)
 
     def ready(self, seconds: float = 0.0) -> bool:
         """Whether the spare has imported what it needs (waiting up to ``seconds``)."""
@@ -132,10 +145,12 @@ class Spare:
             logger.warning("the warm spare was not ready in %.0f s; starting cold", _READY_S)
             self.stop()
             return None
-        preload = os.environ.get("LD_PRELOAD", "")  # noqa: TID251
-        executable = os.fsencode(multiprocessing.spawn.get_executable())
-        if preload != self._preload or os.fsencode(path) != executable:
-            logger.info("the warm spare started under another interpreter or LD_PRELOAD")
+        now = _read_at_start(os.environ)  # noqa: TID251
+        differ = sorted(k for k in now.keys() | self._started if now.get(k) != self._started.get(k))
+        if os.fsencode(path) != os.fsencode(multiprocessing.spawn.get_executable()):
+            differ = ["the interpreter", *differ]
+        if differ:
+            logger.info("the warm spare started under other %s; starting cold", ", ".join(differ))
             self.stop()
             return None
         fds = sorted(set(map(int, passfds)))
@@ -195,13 +210,13 @@ class Spare:
 class Spares:
     """The neuron's spare for its next engine, within a memory budget: armed, taken, armed again.
 
-    ``roles`` are the modules of the engine core, then of its worker. A spare found holding more
+    ``roles`` are the engine core's, then its worker's. A spare found holding more
     than ``budget_mb`` when a load comes is stopped and passed over. Armed again ``delay``
     seconds after a load, so that its imports do not slow the first tokens of the requests that
     waited for the load; a load that comes sooner arms it at once and waits for it.
     """
 
-    def __init__(self, roles: Sequence[Sequence[str]], budget_mb: int) -> None:
+    def __init__(self, roles: Sequence[Role], budget_mb: int) -> None:
         self._roles = roles
         self._budget_mb = budget_mb
         self._spare: Spare | None = None
@@ -264,7 +279,7 @@ def wait(roles_json: str) -> None:
     channel = socket.socket(fileno=_CHANNEL_FD)
     started = time.monotonic()
     child = Spare.start(roles[1:], new_group=False) if len(roles) > 1 else None  # meanwhile
-    for module in roles[0]:
+    for module in roles[0][0]:
         importlib.import_module(module)
     with contextlib.suppress(ImportError):
         # vLLM names its processes (VLLM::EngineCore) with it; it claims the memory of the

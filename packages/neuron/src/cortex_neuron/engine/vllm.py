@@ -91,6 +91,7 @@ def _vllm(allow_download: bool) -> types.SimpleNamespace:
     from vllm.entrypoints.serve.tokenize.serving import ServingTokenization
     from vllm.exceptions import VLLMValidationError
     from vllm.renderers.online_renderer import OnlineRenderer
+    from vllm.utils.ompmultiprocessing import OMPProcessManager
     from vllm.v1.engine.async_llm import AsyncLLM
     from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -102,6 +103,7 @@ def _vllm(allow_download: bool) -> types.SimpleNamespace:
         CompletionRequest=CompletionRequest,
         EngineDeadError=EngineDeadError,
         ErrorResponse=ErrorResponse,
+        OMPProcessManager=OMPProcessManager,
         OnlineRenderer=OnlineRenderer,
         OpenAIServingChat=OpenAIServingChat,
         OpenAIServingCompletion=OpenAIServingCompletion,
@@ -126,9 +128,22 @@ def warm(allow_download: bool, kind: DeviceKind, spare_mb: int) -> None:
         # vLLM's platform sets the engine processes' environment (LD_PRELOAD of tcmalloc and
         # torch's libgomp on the CPU build) while it builds a config; a spare started before
         # could not take it on
-        v.VllmConfig()
-        _spares = Spares([CORE_MODULES, WORKER_MODULES[kind]], spare_mb)
+        config = v.VllmConfig()
+        roles = [(CORE_MODULES, {}), (WORKER_MODULES[kind], _worker_env(v, config))]
+        _spares = Spares(roles, spare_mb)
         _spares.arm()
+
+
+def _worker_env(v: types.SimpleNamespace, config: Any) -> dict[str, str]:
+    """What vLLM's executor adds to the environment around its first worker's spawn.
+
+    On the CPU build, its OpenMP thread count and binding (one core is left to the engine core),
+    which the worker's OpenMP runtime reads as it loads. A load whose worker gets other values
+    (another tensor-parallel size, say) finds the spare started under others and goes cold.
+    """
+    before = dict(os.environ)
+    with v.OMPProcessManager(config).configure_omp_envs(rank=0, local_rank=0):
+        return {k: value for k, value in os.environ.items() if before.get(k) != value}
 
 
 def close() -> None:
