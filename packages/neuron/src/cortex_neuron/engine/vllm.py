@@ -139,7 +139,9 @@ def _worker_env(v: types.SimpleNamespace, config: Any) -> dict[str, str]:
 
     On the CPU build, its OpenMP thread count and binding (one core is left to the engine core),
     which the worker's OpenMP runtime reads as it loads. A load whose worker gets other values
-    (another tensor-parallel size, say) finds the spare started under others and goes cold.
+    (another tensor-parallel size, say) finds the spare started under others and goes cold. On
+    a GPU it is empty, and the engine core sets its workers' ``OMP_NUM_THREADS`` itself: there
+    the worker's spare is passed over and the engine core's still serves.
     """
     before = dict(os.environ)
     with v.OMPProcessManager(config).configure_omp_envs(rank=0, local_rank=0):
