@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
-from neuron import KV_MB, MAX_LEN, MODEL, free_port, one_stream, start_vllm, stop, wait_ready
+from neuron import KV_MB, MAX_LEN, MODEL, first_stream, free_port, start_vllm, stop, wait_ready
 
 _LISTENING = re.compile(r"cortex gateway on (http://\S+),")
 
@@ -38,15 +38,10 @@ def vllm_start_to_first_token(model_path: Path) -> float:
     process = start_vllm(model_path, port)
     try:
         wait_ready(url, process)
-        asyncio.run(_first(url))
+        asyncio.run(first_stream(url))
         return time.perf_counter() - started
     finally:
         stop(process)
-
-
-async def _first(url: str) -> None:
-    async with httpx.AsyncClient(timeout=600) as client:
-        await one_stream(client, url)
 
 
 class Stack:
@@ -90,7 +85,7 @@ class Stack:
         started = time.perf_counter()
         spec = {"model_id": MODEL, "memory_mb": KV_MB + 5, "max_model_len": MAX_LEN}
         httpx.post(f"{self.neuron_url}/models/load", json=spec, timeout=600).raise_for_status()
-        asyncio.run(_first(self.neuron_url))
+        asyncio.run(first_stream(self.neuron_url))
         return time.perf_counter() - started
 
     def cold_chat_to_first_token(self) -> float:
@@ -101,7 +96,7 @@ class Stack:
                 break
             time.sleep(0.2)
         started = time.perf_counter()
-        asyncio.run(_first(self.gateway_url))
+        asyncio.run(first_stream(self.gateway_url))
         return time.perf_counter() - started
 
     def unload(self) -> float:

@@ -167,7 +167,7 @@ def run_neuron(
         started = time.perf_counter()
         spec = {"model_id": MODEL, "memory_mb": KV_MB + 5, "max_model_len": MAX_LEN}
         httpx.post(f"{url}/models/load", json=spec, timeout=600).raise_for_status()
-        asyncio.run(_first(url))
+        asyncio.run(first_stream(url))
         results: dict[str, object] = {
             "load_to_first_token_s": time.perf_counter() - started,
             "rss_mb": tree_rss_mb(process.pid),
@@ -183,7 +183,8 @@ def run_neuron(
         stop(process)
 
 
-async def _first(url: str) -> tuple[float, int, float]:
+async def first_stream(url: str) -> tuple[float, int, float]:
+    """One stream to ``url`` on a client of its own (time to first token, tokens, seconds)."""
     async with httpx.AsyncClient(timeout=300) as client:
         return await one_stream(client, url)
 
